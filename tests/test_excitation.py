@@ -1,0 +1,366 @@
+"""soft_backward, excitation_pullback and vanilla_gradient: exactness, formulas, limits, restoration, errors."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import assert_restored, snapshot
+from references import TorchOps, loop_softmax_pool, reference_copy, reference_pool
+from utils import (SoftMaxPool2d, UnsupportedNonlinearityError, excitation_pullback, soft_backward,
+                   softmax_pool2d, vanilla_gradient)
+from utils.gates import GATES
+
+T = 0.3
+
+
+def cosine(a, b):
+    return F.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
+
+
+# ----------------------------------------------------------------------------------------------
+# A zoo of small models: every way a ReLU or max-pool can be called.
+
+class ReusedReLU(nn.Module):
+    """One ReLU module called three times, residual sum, as torchvision's BasicBlock does."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 3, 3, padding=1), nn.BatchNorm2d(3)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(3 * 8 * 8, 5)
+
+    def forward(self, x):
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn2(self.conv2(y)) + x)
+        return self.fc(self.relu(y - 0.1).flatten(1))
+
+
+class InplaceReLU(nn.Sequential):
+    def __init__(self):
+        super().__init__(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
+                         nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(4 * 64, 5))
+
+
+class FunctionalReLU(nn.Module):
+    """F.relu, F.relu(inplace=True), torch.relu, torch.relu_, Tensor.relu inside forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = TorchOps()
+        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 64, 5)
+
+    def forward(self, x):
+        y = self.ops.relu(self.conv1(x))
+        y = self.ops.relu(self.conv2(y) - 0.05, inplace=True)
+        y = self.ops.torch_relu(self.conv2(y) + 0.05)
+        y = self.ops.relu_(self.conv2(y) - 0.02)
+        return self.fc(self.ops.tensor_relu(self.conv2(y) + 0.1).flatten(1))
+
+
+class Pools(nn.Module):
+    """ReLU then max-pool with padding, stride != kernel, dilation, ceil_mode; module and functional."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = TorchOps()
+        self.conv1, self.conv2 = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.pool1 = nn.MaxPool2d(3, stride=2, padding=1)  # 13 -> 7
+        self.pool2 = nn.MaxPool2d(2, stride=1, dilation=2)  # 7 -> 5
+        self.pool3 = nn.MaxPool2d(2, stride=2, ceil_mode=True)  # 5 -> 3
+        self.fc = nn.Linear(6 * 2 * 2, 5)
+
+    def forward(self, x):
+        y = self.pool1(self.relu(self.conv1(x)))
+        y = self.pool2(self.relu(self.conv2(y)))
+        y = self.pool3(y)
+        y = self.ops.max_pool2d(y, 3, 2, 1, ceil_mode=True)  # 3 -> 2
+        return self.fc(y.flatten(1))
+
+
+ZOO = {"reused": (ReusedReLU, 8), "inplace": (InplaceReLU, 8), "functional": (FunctionalReLU, 8), "pools": (Pools, 13)}
+
+
+def make_zoo(name, dtype=torch.float64):
+    from conftest import randomize_batchnorm
+
+    torch.manual_seed(1)
+    cls, size = ZOO[name]
+    model = randomize_batchnorm(cls()).to(dtype).eval()
+    return model, torch.randn(3, 3, size, size, dtype=dtype)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_forward_exact_and_gradient_matches_reference(name):
+    model, x = make_zoo(name)
+    with torch.no_grad():
+        expected = model(x)
+    before = snapshot(model)
+    with soft_backward(model, temperature=T):
+        inside = model(x.clone())
+    assert torch.equal(inside, expected)
+    assert_restored(model, before)
+
+    target = torch.tensor([0, 3, 4])
+    pullback = excitation_pullback(model, x, target, temperature=T)
+    reference = vanilla_gradient(reference_copy(model, T), x, target)
+    torch.testing.assert_close(pullback, reference, rtol=1e-10, atol=1e-12)
+    # The surrogate really acts: the pullback is not the gradient.
+    assert not torch.allclose(pullback, vanilla_gradient(model, x, target), rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "vgg11_bn", "densenet121"])
+def test_paper_architectures_forward_bit_identical(paper_architectures, name):
+    model = paper_architectures[name]
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = model(x)
+    before = snapshot(model)
+    with soft_backward(model):
+        inside = model(x)
+        inside_grad_mode = model(x.requires_grad_())
+    assert torch.equal(inside, expected)
+    assert torch.equal(inside_grad_mode.detach(), expected)
+    assert_restored(model, before)
+    with torch.no_grad():
+        assert torch.equal(model(x), expected)
+
+
+@pytest.mark.parametrize("gate", sorted(GATES))
+def test_mlp_pullback_equals_gated_matrix_product(gate):
+    """Eq. 6: for a bias-free MLP the pullback of logit c is e_c^T W_3 D_2 W_2 D_1 W_1, D_l = diag(gate(z_l / T))."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(7, 11, bias=False), nn.ReLU(), nn.Linear(11, 9, bias=False), nn.ReLU(),
+                          nn.Linear(9, 4, bias=False)).double().eval()
+    x = torch.randn(5, 7, dtype=torch.float64)
+    W1, W2, W3 = (model[i].weight.detach().numpy() for i in (0, 2, 4))
+    gate_np = {"sigmoid": lambda u: 1 / (1 + np.exp(-u)),
+               "normal_cdf": np.vectorize(lambda u: 0.5 * (1 + __import__("math").erf(u / np.sqrt(2)))),
+               "softsign": lambda u: 0.5 * (1 + u / (1 + np.abs(u)))}[gate]
+    targets = [0, 1, 2, 3, 1]
+    expected = []
+    for xi, c in zip(x.numpy(), targets):
+        z1 = W1 @ xi
+        z2 = W2 @ np.maximum(z1, 0)
+        D1, D2 = np.diag(gate_np(z1 / T)), np.diag(gate_np(z2 / T))
+        expected.append(np.eye(4)[c] @ W3 @ D2 @ W2 @ D1 @ W1)
+    got = excitation_pullback(model, x, targets, temperature=T, gate=gate)
+    np.testing.assert_allclose(got.numpy(), np.stack(expected), rtol=1e-12, atol=1e-14)
+
+
+def test_large_temperature_gives_half_gated_linear_network():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(6, 8, bias=False), nn.ReLU(), nn.Linear(8, 8, bias=False), nn.ReLU(),
+                          nn.Linear(8, 3, bias=False)).double().eval()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    linear = (model[4].weight @ model[2].weight @ model[0].weight).detach()
+    got = excitation_pullback(model, x, 2, temperature=1e9)
+    torch.testing.assert_close(got, 0.25 * linear[2].expand(4, -1), rtol=1e-8, atol=1e-10)
+
+
+def test_bias_free_network_is_its_gradient_times_input():
+    """Eqs. 7-8: a bias-free ReLU network is linear on its activation region: f(x) = <grad f(x), x>."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(3, 5, 3, bias=False), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(5, 4, 3, bias=False),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(4 * 2 * 2, 3, bias=False)).double().eval()
+    x = torch.randn(4, 3, 10, 10, dtype=torch.float64)
+    g = vanilla_gradient(model, x, 1)
+    torch.testing.assert_close((g * x).flatten(1).sum(1), model(x)[:, 1].detach())
+
+
+def test_small_temperature_recovers_vanilla_gradient():
+    model, x = make_zoo("pools")
+    vanilla = vanilla_gradient(model, x, 2)
+    sims = [cosine(excitation_pullback(model, x, 2, temperature=t), vanilla) for t in (3.0, 0.3, 0.03, 0.003)]
+    assert all(a < b for a, b in zip(sims, sims[1:])), sims
+    assert sims[0] < 0.99
+    torch.testing.assert_close(excitation_pullback(model, x, 2, temperature=1e-9), vanilla, rtol=1e-7, atol=1e-12)
+
+
+POOL_CASES = [  # kernel, stride, padding, dilation, ceil_mode, input (H, W)
+    (2, None, 0, 1, False, (8, 8)),
+    (3, 2, 1, 1, False, (9, 7)),
+    (3, 1, 1, 1, False, (5, 6)),
+    (2, 3, 1, 1, True, (8, 10)),
+    (3, 2, 0, 2, True, (11, 9)),
+    (3, 2, 1, 1, True, (10, 10)),
+    ((2, 3), (1, 2), (1, 0), (1, 2), False, (6, 9)),
+    (3, 3, 1, 1, True, (7, 8)),
+]
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation, ceil_mode, size", POOL_CASES)
+def test_soft_maxpool_forward_exact_gradient_matches_loop(kernel, stride, padding, dilation, ceil_mode, size):
+    args = (kernel, stride, padding, dilation, ceil_mode)
+    x = torch.randn(2, 3, *size, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    hard = F.max_pool2d(x, *args)
+    assert torch.equal(SoftMaxPool2d.apply(x, 0.5, kernel, stride or kernel, padding, dilation, ceil_mode), hard)
+    torch.testing.assert_close(softmax_pool2d(x, *args, temperature=0.5), loop_softmax_pool(x, *args, temperature=0.5))
+
+    upstream = torch.randn_like(hard)
+    leaf = x.clone().requires_grad_()
+    (surrogate,) = torch.autograd.grad((SoftMaxPool2d.apply(leaf, 0.5, kernel, stride or kernel, padding, dilation,
+                                                            ceil_mode) * upstream).sum(), leaf)
+    (reference,) = torch.autograd.grad((reference_pool(leaf, *args, temperature=0.5) * upstream).sum(), leaf)
+    torch.testing.assert_close(surrogate, reference, rtol=1e-10, atol=1e-12)
+
+    (hard_grad,) = torch.autograd.grad((F.max_pool2d(leaf, *args) * upstream).sum(), leaf)
+    (cold,) = torch.autograd.grad((SoftMaxPool2d.apply(leaf, 1e-9, kernel, stride or kernel, padding, dilation,
+                                                       ceil_mode) * upstream).sum(), leaf)
+    torch.testing.assert_close(cold, hard_grad, rtol=1e-7, atol=1e-9)
+    assert not torch.allclose(surrogate, hard_grad, atol=1e-3)
+
+
+def test_pool_temperature_can_be_set_apart():
+    # Pools before ReLUs: no tied maxima (ReLU zeros would tie, and a soft pool splits ties).
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(3, 2, 1), nn.ReLU(), nn.Conv2d(4, 4, 3),
+                          nn.MaxPool2d(2, ceil_mode=True), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 9, 3)).double().eval()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    hard_pools = excitation_pullback(model, x, 1, soft_maxpool=False)
+    tiny_pool_t = excitation_pullback(model, x, 1, pool_temperature=1e-9)
+    torch.testing.assert_close(tiny_pool_t, hard_pools, rtol=1e-7, atol=1e-12)
+    assert not torch.allclose(excitation_pullback(model, x, 1), hard_pools, rtol=1e-3)
+
+
+def test_densenet_final_functional_relu_is_soft(paper_architectures):
+    """DenseNet's forward ends in F.relu(features, inplace=True): it must get the soft gate too."""
+    model = paper_architectures["densenet121"]
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+    captured = {}
+
+    def keep_grad(module, inputs, output):
+        if output.requires_grad:
+            output.register_hook(lambda g: captured.setdefault("grad", g))
+
+    handle = model.features.register_forward_hook(keep_grad)
+    try:
+        excitation_pullback(model, x, 5)
+        with torch.no_grad():
+            features = model.features(x)
+    finally:
+        handle.remove()
+    w = model.classifier.weight[5].detach().view(1, -1, 1, 1) / (features.shape[-1] * features.shape[-2])
+    soft = w * torch.sigmoid(features / T)
+    assert (features < 0).any()
+    torch.testing.assert_close(captured["grad"], soft.expand_as(captured["grad"]))
+    assert not torch.allclose(captured["grad"], w * (features > 0))
+
+
+def test_restored_after_exception_and_nothing_leaks():
+    model, x = make_zoo("reused")
+    before = snapshot(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        with soft_backward(model):
+            model(x)
+            raise RuntimeError("boom")
+    assert_restored(model, before)
+    with pytest.raises(RuntimeError):  # an error inside forward (wrong channel count)
+        with soft_backward(model):
+            model(torch.randn(1, 4, 8, 8, dtype=torch.float64))
+    assert_restored(model, before)
+    # No mode is left on the stack: a ReLU outside any model has its hard gate again.
+    z = torch.tensor([-1.0, 2.0], requires_grad=True)
+    torch.relu(z).sum().backward()
+    assert z.grad.tolist() == [0.0, 1.0]
+    assert not torch.overrides._get_current_function_mode_stack()
+
+
+def test_two_models_patched_at_once_keep_their_own_settings():
+    a, x = make_zoo("reused")
+    b, _ = make_zoo("pools")
+    y = torch.randn(3, 3, 13, 13, dtype=torch.float64)
+    lone_a = excitation_pullback(a, x, 1, temperature=0.1)
+    lone_b = excitation_pullback(b, y, 1, temperature=2.0)
+    before_a, before_b = snapshot(a), snapshot(b)
+    with soft_backward(a, temperature=0.1), soft_backward(b, temperature=2.0):
+        xa, yb = x.clone().requires_grad_(), y.clone().requires_grad_()
+        (ga,) = torch.autograd.grad(a(xa)[:, 1].sum(), xa)
+        (gb,) = torch.autograd.grad(b(yb)[:, 1].sum(), yb)
+    torch.testing.assert_close(ga, lone_a)
+    torch.testing.assert_close(gb, lone_b)
+    assert_restored(a, before_a)
+    assert_restored(b, before_b)
+
+
+def test_no_side_effects_on_model_or_input():
+    model, x = make_zoo("inplace")
+    model[0].weight.requires_grad_(False)  # a mix of frozen and trainable parameters is kept as it was
+    flags = [p.requires_grad for p in model.parameters()]
+    x_before = x.clone()
+    for fn in (vanilla_gradient, excitation_pullback):
+        fn(model, x, 0)
+        assert [p.requires_grad for p in model.parameters()] == flags
+        assert all(p.grad is None for p in model.parameters())
+        assert not x.requires_grad and x.grad is None
+        assert torch.equal(x, x_before)
+
+
+@pytest.mark.parametrize("bad", [0, -0.3, float("nan"), float("inf")])
+def test_bad_temperature(bad):
+    model, x = make_zoo("reused")
+    with pytest.raises(ValueError, match="temperature"):
+        excitation_pullback(model, x, 0, temperature=bad)
+    with pytest.raises(ValueError, match="pool_temperature"):
+        excitation_pullback(model, x, 0, pool_temperature=bad)
+
+
+def test_clear_errors():
+    model, x = make_zoo("reused")
+    with pytest.raises(ValueError, match="unknown gate 'tanh'"):
+        excitation_pullback(model, x, 0, gate="tanh")
+    with pytest.raises(IndexError, match="out of range .* 5 classes"):
+        excitation_pullback(model, x, 5)
+    with pytest.raises(IndexError, match="out of range"):
+        vanilla_gradient(model, x, [0, -1, 2])
+    with pytest.raises(ValueError, match="one index per sample"):
+        vanilla_gradient(model, x, [0, 1])
+    with pytest.raises(TypeError, match="integer"):
+        vanilla_gradient(model, x, 1.0)
+    with pytest.raises(ValueError, match="batch"):
+        vanilla_gradient(model, x[0, 0, 0], 0)
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(0), nn.Linear(4, 2)).eval()
+    with pytest.raises(ValueError, match=r"logits \(N, num_classes\)"):
+        vanilla_gradient(conv, torch.randn(3, 8, 8), 0)  # an image without its batch dimension
+
+
+@pytest.mark.parametrize("module", [nn.GELU(), nn.SiLU(), nn.LeakyReLU(), nn.ELU(), nn.Softplus(), nn.Hardswish(),
+                                    nn.AdaptiveMaxPool2d(2), nn.MaxPool2d(2, return_indices=True)])
+def test_unsupported_module_is_named(module):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), module)
+    name = type(module).__name__
+    with pytest.raises(UnsupportedNonlinearityError, match=f"1 \\({name}"):
+        with soft_backward(model):
+            pass
+    assert "forward" not in model.__dict__
+
+
+def test_unsupported_functional_call_is_named_unless_opted_out():
+    class Net(nn.Module):
+        def forward(self, x):
+            return F.gelu(x).flatten(1)[:, :2] + F.max_pool1d(x.flatten(2), 2).flatten(1)[:, :2]
+
+    model, x = Net().eval(), torch.randn(2, 3, 4, 4)
+    with pytest.raises(UnsupportedNonlinearityError, match="gelu"):
+        excitation_pullback(model, x, 0)
+    torch.testing.assert_close(excitation_pullback(model, x, 0, strict=False), vanilla_gradient(model, x, 0))
+
+
+def test_dtype_and_device_follow_the_input():
+    for dtype in (torch.float32, torch.float64):
+        model, x = make_zoo("pools", dtype)
+        for fn in (vanilla_gradient, excitation_pullback):
+            g = fn(model, x, 0)
+            assert g.dtype == dtype and g.device == x.device and g.shape == x.shape
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_matches_cpu():
+    model, x = make_zoo("pools", torch.float32)
+    cpu = excitation_pullback(model, x, 0)
+    gpu = excitation_pullback(model.cuda(), x.cuda(), 0)
+    assert gpu.is_cuda
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-5)

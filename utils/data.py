@@ -1,0 +1,153 @@
+"""Imagenette: file lists in torchvision's order, decoding to [-1, 1] tensors, the paper's batch.
+
+Images live in [-1, 1] throughout this repo (``x = 2 * pixel / 255 - 1``); models wrap their
+own normalisation (see :mod:`utils.models`).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets.folder import find_classes, make_dataset
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as TF
+
+# torchvision's Imagenette class order (sorted WordNet ids) and the ImageNet-1k index of each.
+IMAGENETTE_WNIDS = (
+    "n01440764", "n02102040", "n02979186", "n03000684", "n03028079",
+    "n03394916", "n03417042", "n03425413", "n03445777", "n03888257",
+)
+IMAGENETTE_CLASSES = (
+    "tench", "English springer", "cassette player", "chain saw", "church",
+    "French horn", "garbage truck", "gas pump", "golf ball", "parachute",
+)
+IMAGENETTE_TO_IMAGENET = (0, 217, 482, 491, 497, 566, 569, 571, 574, 701)
+
+# The five classes of the paper's figures (rows), as Imagenette indices.
+PAPER_CLASSES = (0, 2, 4, 6, 8)
+
+DATA_ROOT_ENV = "IMAGENETTE_ROOT"
+DEFAULT_DOWNLOAD_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+def data_root_from_env() -> Path | None:
+    """The Imagenette root named by ``$IMAGENETTE_ROOT`` (a folder with ``train/`` and ``val/``), or None."""
+    value = os.environ.get(DATA_ROOT_ENV, "").strip()
+    return Path(value) if value else None
+
+
+def download_imagenette(directory: str | os.PathLike = DEFAULT_DOWNLOAD_DIR, size: str = "160px") -> Path:
+    """Download Imagenette (torchvision's archive, 160px by default) and return its root.
+
+    Needs internet access; the root holds ``train/<wnid>/`` and ``val/<wnid>/``.
+    """
+    from torchvision.datasets import Imagenette
+
+    dataset = Imagenette(str(directory), split="val", size=size, download=True)
+    return Path(dataset._size_root)
+
+
+def imagenette_files(root: str | os.PathLike, split: str = "val") -> list[tuple[str, int]]:
+    """``(path, label)`` pairs of one split, in torchvision's ``Imagenette`` order.
+
+    The order is the one ``torchvision.datasets.Imagenette`` uses (sorted wnids, sorted file
+    names), so seeded shuffles over it reproduce the paper's picks.
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    folder = Path(root) / split
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"no Imagenette split at {folder}: expected {split}/<wnid>/*.JPEG under the root "
+            f"(set ${DATA_ROOT_ENV} or download with utils.data.download_imagenette())"
+        )
+    wnids, wnid_to_idx = find_classes(str(folder))
+    if tuple(wnids) != IMAGENETTE_WNIDS:
+        raise ValueError(f"{folder} does not hold the ten Imagenette classes: found {wnids}")
+    return make_dataset(str(folder), wnid_to_idx, extensions=".jpeg")
+
+
+def load_image(path: str | os.PathLike, size: int = 224) -> torch.Tensor:
+    """One RGB image as a float tensor in [-1, 1], shape (3, size, size).
+
+    The shorter side is resized to ``size`` (antialiased) and the centre cropped, as in the
+    ImageNet evaluation transform; the shared 224px copy passes through unchanged at size 224.
+    """
+    image = decode_image(str(path), mode=ImageReadMode.RGB)
+    return to_unit_range(resize_center(image, size))
+
+
+def resize_center(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize the shorter side to ``size`` and centre-crop to (size, size); uint8 in, uint8 out."""
+    if min(image.shape[-2:]) != size:
+        image = TF.resize(image, size, antialias=True)
+    return TF.center_crop(image, [size, size])
+
+
+def to_unit_range(image: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels in [0, 255] -> float32 in [-1, 1]."""
+    return image.float().div(127.5).sub(1.0)
+
+
+class ImagenetteFolder(Dataset):
+    """Imagenette split as ``(image in [-1, 1] of shape (3, size, size), label)``."""
+
+    def __init__(self, root: str | os.PathLike, split: str = "val", size: int = 224):
+        self.samples = imagenette_files(root, split)
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        return load_image(path, self.size), label
+
+
+def decode_split(root: str | os.PathLike, split: str, size: int = 224, progress: bool = True):
+    """Decode a whole split into memory: uint8 images (N, 3, size, size) and int64 labels (N,)."""
+    from tqdm.auto import tqdm
+
+    samples = imagenette_files(root, split)
+    images = torch.empty(len(samples), 3, size, size, dtype=torch.uint8)
+    for i, (path, _) in enumerate(tqdm(samples, desc=f"decode {split}", disable=not progress)):
+        images[i] = resize_center(decode_image(path, mode=ImageReadMode.RGB), size)
+    labels = torch.tensor([label for _, label in samples])
+    return images, labels
+
+
+def paper_batch(root: str | os.PathLike, seed: int = 314, size: int = 224, classes=PAPER_CLASSES):
+    """The paper's five images: one each of tench, cassette player, church, garbage truck, golf ball.
+
+    Chosen as the authors did: torchvision's Imagenette val order, a ``DataLoader`` with
+    ``shuffle=True`` and ``generator=torch.Generator().manual_seed(seed)``, keeping the first image
+    of each class as iteration goes.
+
+    Args:
+        root: folder holding ``val/<wnid>/`` (the shared 224px copy or torchvision's
+            extracted ``imagenette2-160``).
+        seed: the loader's seed (314 in the paper).
+        size: output side length in pixels.
+        classes: Imagenette indices of the rows, in row order.
+
+    Returns:
+        ``(images, labels, paths)``: images (5, 3, size, size) in [-1, 1], Imagenette labels (5,)
+        in row order, and the source file paths.
+    """
+    samples = imagenette_files(root, "val")
+    # Shuffle indices exactly as a shuffled DataLoader over the dataset would (same sampler and
+    # generator draw), without decoding every image on the way.
+    order = DataLoader(range(len(samples)), batch_size=1, shuffle=True,
+                       generator=torch.Generator().manual_seed(seed))
+    picked: dict[int, str] = {}
+    for (index,) in order:
+        path, label = samples[int(index)]
+        if label in classes and label not in picked:
+            picked[label] = path
+            if len(picked) == len(classes):
+                break
+    paths = [picked[c] for c in classes]
+    images = torch.stack([load_image(p, size) for p in paths])
+    return images, torch.tensor(classes), paths

@@ -1,0 +1,170 @@
+"""``soft_backward``: run a model with excitation-pullback backward passes, forward untouched.
+
+Rather than swapping modules (which misses functional calls such as DenseNet's final
+``F.relu(features, inplace=True)``), the model's forward runs under a ``TorchFunctionMode`` that
+sees every ReLU and max-pool *call*, whether it comes from a module, a reused module, an in-place
+module or a function, and routes it through a surrogate ``autograd.Function`` (one node per call).
+The mode is pushed only while this model's forward runs, so two models can be patched at once
+with different settings. The registry :data:`SURROGATES` maps each intercepted function to its rule.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from .gates import Gate, check_temperature, get_gate
+from .surrogates import SoftGateReLU, SoftMaxPool2d
+
+
+class UnsupportedNonlinearityError(TypeError):
+    """The model uses a nonlinearity for which no excitation surrogate is defined."""
+
+
+def _relu_rule(inplace_default: bool):
+    def rule(mode: "ExcitationMode", args, kwargs):
+        z = args[0]
+        inplace = bool(args[1]) if len(args) > 1 else bool(kwargs.get("inplace", inplace_default))
+        return SoftGateReLU.apply(z, mode.temperature, mode.gate, inplace)
+    return rule
+
+
+_POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_POOL_DEFAULTS = dict(stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)
+
+
+def _max_pool2d_rule(mode: "ExcitationMode", args, kwargs):
+    if not mode.soft_maxpool:
+        return F.max_pool2d(*args, **kwargs)
+    bound = {**_POOL_DEFAULTS, **dict(zip(_POOL_ARGS, args[1:])), **kwargs}
+    if bound["return_indices"]:
+        return mode.unsupported("max_pool2d(return_indices=True)", F.max_pool2d, args, kwargs)
+    stride = bound["stride"] if bound["stride"] not in (None, []) else bound["kernel_size"]
+    return SoftMaxPool2d.apply(args[0], mode.pool_temperature, bound["kernel_size"], stride,
+                               bound["padding"], bound["dilation"], bool(bound["ceil_mode"]))
+
+
+SURROGATES: dict[Callable, Callable] = {
+    F.relu: _relu_rule(False),
+    torch.relu: _relu_rule(False),
+    torch.Tensor.relu: _relu_rule(False),
+    F.relu_: _relu_rule(True),
+    torch.relu_: _relu_rule(True),
+    torch.Tensor.relu_: _relu_rule(True),
+    F.max_pool2d: _max_pool2d_rule,
+    torch.max_pool2d: _max_pool2d_rule,
+}
+"""Function -> rule ``(mode, args, kwargs) -> output``: every call the surrogates replace."""
+
+_UNSUPPORTED_NAMES = (
+    "gelu", "silu", "mish", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "selu_", "celu", "celu_",
+    "softplus", "hardswish", "hardsigmoid", "relu6", "hardtanh", "hardtanh_", "prelu", "rrelu", "rrelu_",
+    "glu", "threshold", "threshold_", "max_pool1d", "max_pool3d", "max_pool1d_with_indices",
+    "max_pool2d_with_indices", "max_pool3d_with_indices", "adaptive_max_pool1d", "adaptive_max_pool2d",
+    "adaptive_max_pool3d", "adaptive_max_pool1d_with_indices", "adaptive_max_pool2d_with_indices",
+    "adaptive_max_pool3d_with_indices", "fractional_max_pool2d", "fractional_max_pool3d",
+    "fractional_max_pool2d_with_indices", "fractional_max_pool3d_with_indices",
+)
+UNSUPPORTED_FUNCTIONS = {
+    fn for name in _UNSUPPORTED_NAMES for fn in (getattr(F, name, None), getattr(torch, name, None))
+    if fn is not None
+}
+UNSUPPORTED_MODULES = (
+    nn.GELU, nn.SiLU, nn.Mish, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Hardswish,
+    nn.Hardsigmoid, nn.Hardtanh, nn.PReLU, nn.RReLU, nn.GLU, nn.Threshold, nn.MaxPool1d, nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.FractionalMaxPool2d,
+    nn.FractionalMaxPool3d,
+)
+
+
+class ExcitationMode(TorchFunctionMode):
+    """Routes ReLU and max-pool calls to their surrogates; one instance per forward call."""
+
+    def __init__(self, temperature: float, gate: Gate, pool_temperature: float, soft_maxpool: bool, strict: bool):
+        super().__init__()
+        self.temperature, self.gate = temperature, gate
+        self.pool_temperature, self.soft_maxpool, self.strict = pool_temperature, soft_maxpool, strict
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        rule = SURROGATES.get(func)
+        if rule is not None and torch.is_grad_enabled():
+            return rule(self, args, kwargs)
+        if func in UNSUPPORTED_FUNCTIONS:
+            return self.unsupported(getattr(func, "__name__", repr(func)), func, args, kwargs)
+        return func(*args, **kwargs)
+
+    def unsupported(self, name: str, func, args, kwargs):
+        if self.strict:
+            raise UnsupportedNonlinearityError(
+                f"{name} has no excitation surrogate (supported: ReLU and 2-D max-pooling); "
+                "pass strict=False to keep its ordinary backward")
+        return func(*args, **kwargs)
+
+
+def unsupported_modules(model: nn.Module) -> list[str]:
+    """Names and types of submodules with no surrogate, e.g. ``["block.act (GELU)"]``."""
+    found = [f"{name or '<model>'} ({type(m).__name__})" for name, m in model.named_modules()
+             if isinstance(m, UNSUPPORTED_MODULES)]
+    found += [f"{name or '<model>'} (MaxPool2d with return_indices=True)" for name, m in model.named_modules()
+              if isinstance(m, nn.MaxPool2d) and m.return_indices]
+    return found
+
+
+@contextlib.contextmanager
+def soft_backward(model: nn.Module, temperature: float = 0.3, gate: str | Gate = "sigmoid",
+                  soft_maxpool: bool = True, pool_temperature: float | None = None, strict: bool = True):
+    """Within this block, ``model``'s backward pass is the excitation pullback; its forward is unchanged.
+
+    Every ReLU call in ``model.forward`` (modules, reused modules, ``inplace=True``, ``F.relu``,
+    ``torch.relu``, ``Tensor.relu``) multiplies the incoming gradient by ``gate(z / temperature)``
+    instead of ``1[z > 0]``; every 2-D max-pool call keeps its hard-max output but back-propagates
+    the gradient of the softmax pool at ``pool_temperature``.
+
+    Args:
+        model: any ``nn.Module`` (left in its train/eval mode; use eval for pullbacks).
+        temperature: ReLU gate temperature T > 0 (default 0.3). T -> 0 gives the ordinary gradient.
+        gate: ``"sigmoid"`` (default), ``"normal_cdf"``, ``"softsign"`` or a callable on z / T.
+        soft_maxpool: replace the max-pool backward too (default True).
+        pool_temperature: max-pool temperature; defaults to ``temperature``.
+        strict: raise :class:`UnsupportedNonlinearityError` on nonlinearities with no surrogate
+            (GELU, SiLU, LeakyReLU, MaxPool1d/3d, adaptive max-pools, ...); False keeps their
+            ordinary backward.
+
+    Yields the same ``model`` object. On exit, normal or by exception, the model is exactly as it was:
+    the override of ``forward`` (an instance attribute) is removed; no module, parameter, buffer or
+    hook is touched at any time.
+    """
+    temperature = check_temperature(temperature)
+    pool_temperature = temperature if pool_temperature is None else check_temperature(pool_temperature, "pool_temperature")
+    gate_fn = get_gate(gate)
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError("TorchScript modules cannot be patched: pass the eager nn.Module")
+    if strict:
+        bad = unsupported_modules(model)
+        if bad:
+            raise UnsupportedNonlinearityError(
+                f"no excitation surrogate for: {', '.join(bad)} (supported: ReLU and MaxPool2d); "
+                "pass strict=False to keep their ordinary backward")
+
+    own_forward = model.__dict__.get("forward")
+    original = model.forward
+
+    @functools.wraps(original)
+    def forward(*args, **kwargs):
+        with ExcitationMode(temperature, gate_fn, pool_temperature, soft_maxpool, strict):
+            return original(*args, **kwargs)
+
+    model.forward = forward
+    try:
+        yield model
+    finally:
+        if own_forward is None:
+            del model.forward
+        else:
+            model.forward = own_forward

@@ -1,0 +1,64 @@
+"""Surrogate gates: smooth replacements for ReLU's hard gate ``1[z > 0]`` in the backward pass.
+
+Each gate maps ``u = z / T`` to [0, 1], is increasing, and sends 0 to 0.5. As ``T -> 0`` every one of
+them tends to the hard gate (for z != 0), which is why small temperatures give back the ordinary
+gradient.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+Gate = Callable[[torch.Tensor], torch.Tensor]
+
+
+def sigmoid_gate(u: torch.Tensor) -> torch.Tensor:
+    """``1 / (1 + exp(-u))``: the paper's default gate."""
+    return torch.sigmoid(u)
+
+
+def normal_cdf_gate(u: torch.Tensor) -> torch.Tensor:
+    """Standard normal CDF ``Phi(u) = (1 + erf(u / sqrt 2)) / 2``."""
+    return 0.5 * (1.0 + torch.erf(u * (1.0 / math.sqrt(2.0))))
+
+
+def softsign_gate(u: torch.Tensor) -> torch.Tensor:
+    """Softsign rescaled to [0, 1]: ``(1 + u / (1 + |u|)) / 2``."""
+    return 0.5 * (1.0 + u / (1.0 + u.abs()))
+
+
+def hard_gate(z: torch.Tensor) -> torch.Tensor:
+    """ReLU's own gate ``1[z > 0]`` (the T -> 0 limit), in z's dtype."""
+    return (z > 0).to(z.dtype)
+
+
+GATES: dict[str, Gate] = {
+    "sigmoid": sigmoid_gate,
+    "normal_cdf": normal_cdf_gate,
+    "softsign": softsign_gate,
+}
+
+
+def get_gate(gate: str | Gate) -> Gate:
+    """A gate by name (``"sigmoid"``, ``"normal_cdf"``, ``"softsign"``) or a callable passed through."""
+    if callable(gate):
+        return gate
+    try:
+        return GATES[gate]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown gate {gate!r}: choose one of {sorted(GATES)} or pass a callable") from None
+
+
+def check_temperature(temperature: float, name: str = "temperature") -> float:
+    """``temperature`` as a float, or a ValueError unless it is finite and > 0."""
+    value = float(temperature)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number > 0, got {temperature!r}")
+    return value
+
+
+def soft_gate(z: torch.Tensor, temperature: float = 0.3, gate: str | Gate = "sigmoid") -> torch.Tensor:
+    """``gate(z / T)``: the excitation of each unit, same shape as ``z``."""
+    return get_gate(gate)(z / check_temperature(temperature))

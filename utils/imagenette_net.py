@@ -1,0 +1,58 @@
+"""The bundled Imagenette classifier: a small residual ReLU network that downsamples by max-pooling.
+
+Built from torchvision's building blocks only (Conv2d, BatchNorm2d, ReLU, MaxPool2d, residual
+sums), so excitation pullbacks exercise the same surrogates as on the paper's models. It
+downsamples with 2x2 max-pools instead of strided convolutions: strided convolutions leave
+checkerboard patterns in input gradients, max-pools do not.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+WIDTHS = (32, 64, 128, 256, 512)
+BLOCKS = (1, 1, 2, 1)
+
+
+def conv_bn(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout))
+
+
+class ResidualBlock(nn.Module):
+    """``relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))``; one ReLU module used twice, as torchvision does."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1 = conv_bn(cin, cout)
+        self.conv2 = conv_bn(cout, cout)
+        self.shortcut = nn.Identity() if cin == cout else conv_bn(cin, cout, kernel=1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv2(self.relu(self.conv1(x)))
+        return self.relu(y + self.shortcut(x))
+
+
+class PoolResNet(nn.Module):
+    """Residual ReLU classifier for images in [-1, 1], shape (N, 3, H, W) -> logits (N, num_classes).
+
+    Any H, W divisible by 32 works (global average pooling at the end); trained at 224x224.
+    """
+
+    def __init__(self, num_classes: int = 10, widths=WIDTHS, blocks=BLOCKS):
+        super().__init__()
+        layers = [conv_bn(3, widths[0]), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                  conv_bn(widths[0], widths[1]), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        channels = widths[1]
+        for stage, (width, count) in enumerate(zip(widths[1:], blocks)):
+            if stage > 0:
+                layers.append(nn.MaxPool2d(2))
+            for _ in range(count):
+                layers.append(ResidualBlock(channels, width))
+                channels = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))

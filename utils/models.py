@@ -1,0 +1,117 @@
+"""Classifiers that take images in [-1, 1]: the paper's torchvision models and the bundled one."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torchvision
+from torch import nn
+
+from .data import IMAGENETTE_CLASSES, IMAGENETTE_TO_IMAGENET, PAPER_CLASSES
+from .imagenette_net import PoolResNet
+
+PAPER_MODELS = ("resnet50", "vgg11_bn", "densenet121")
+BUNDLED = "bundled"
+BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "bundled_imagenette.pt"
+OSTRICH = 9  # ImageNet index of the paper's extra target
+# For the 10-class bundled model: the animal class no row image belongs to stands in for "ostrich".
+BUNDLED_EXTRA = 1  # English springer
+
+
+class PretrainedUnavailableError(RuntimeError):
+    """Pretrained weights could not be downloaded (e.g. no internet access)."""
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Normalize(nn.Module):
+    """Map images in [-1, 1] to ``(x01 - mean) / std`` with ``x01 = (x + 1) / 2``, channel-wise.
+
+    Input and output (N, C, H, W); ``mean`` and ``std`` are in [0, 1] pixel units (ImageNet's by default).
+    """
+
+    def __init__(self, mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225)):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x + 1) / 2 - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """``net(normalize(x))`` for x in [-1, 1] of shape (N, 3, H, W) -> logits (N, len(class_names)).
+
+    Attributes:
+        name: model name (``"resnet50"``, ..., ``"bundled"``).
+        class_names: list of class names, index = logit index.
+    """
+
+    def __init__(self, net: nn.Module, normalize: nn.Module, class_names: Sequence[str], name: str):
+        super().__init__()
+        self.normalize, self.net = normalize, net
+        self.class_names, self.name = list(class_names), name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+
+def _imagenet_model(name: str, pretrained: bool) -> Classifier:
+    weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+    try:
+        net = torchvision.models.get_model(name, weights=weights if pretrained else None)
+    except Exception as error:  # urllib/HTTP/OS errors differ by platform; all mean "no download"
+        raise PretrainedUnavailableError(
+            f"could not download the ImageNet weights {weights} for {name} ({type(error).__name__}: {error}). "
+            f"Without internet access use the bundled Imagenette model: load_model('{BUNDLED}')") from error
+    preprocess = weights.transforms()
+    return Classifier(net, Normalize(preprocess.mean, preprocess.std), weights.meta["categories"], name)
+
+
+def bundled_model(weights: str | Path | None = BUNDLED_WEIGHTS) -> Classifier:
+    """The bundled Imagenette network (10 classes, torchvision's Imagenette order), float32."""
+    net = PoolResNet(num_classes=len(IMAGENETTE_CLASSES))
+    if weights is not None:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return Classifier(net, nn.Identity(), IMAGENETTE_CLASSES, BUNDLED)
+
+
+def load_model(name: str, device: str | torch.device | None = None, pretrained: bool = True) -> Classifier:
+    """A classifier for images in [-1, 1] (N, 3, H, W), in eval mode, on ``device`` (default: CUDA if present).
+
+    Args:
+        name: ``"resnet50"``, ``"vgg11_bn"``, ``"densenet121"`` (torchvision, ``IMAGENET1K_V1`` weights
+            through the weights API, 1000 ImageNet logits) or ``"bundled"`` (our Imagenette model, 10 logits,
+            no download).
+        device: where to put it.
+        pretrained: False builds the architecture with random weights (no download; for tests).
+
+    Raises:
+        PretrainedUnavailableError: the ImageNet weights cannot be downloaded.
+    """
+    if name == BUNDLED:
+        model = bundled_model(BUNDLED_WEIGHTS if pretrained else None)
+    elif name in PAPER_MODELS:
+        model = _imagenet_model(name, pretrained)
+    else:
+        raise ValueError(f"unknown model {name!r}: choose one of {PAPER_MODELS + (BUNDLED,)}")
+    return model.to(device or default_device()).eval()
+
+
+def paper_targets(model: Classifier) -> tuple[list[int], list[str]]:
+    """The six target columns of the paper's grids as (logit indices, labels).
+
+    The five row classes (tench, cassette player, church, garbage truck, golf ball) and "ostrich";
+    for the 10-class bundled model, which has no ostrich, the English springer stands in.
+    """
+    if model.name == BUNDLED:
+        indices = [*PAPER_CLASSES, BUNDLED_EXTRA]
+        labels = [IMAGENETTE_CLASSES[i] for i in PAPER_CLASSES] + [f"{IMAGENETTE_CLASSES[BUNDLED_EXTRA]} (for ostrich)"]
+        return indices, labels
+    indices = [IMAGENETTE_TO_IMAGENET[i] for i in PAPER_CLASSES] + [OSTRICH]
+    return indices, [model.class_names[i] for i in indices]

@@ -1,0 +1,118 @@
+"""Input-space vector fields of a classifier: the excitation pullback and the vanilla gradient.
+
+Both follow Captum's convention: ``f(model, inputs, target)`` returns a tensor shaped like
+``inputs``. Neither computes parameter gradients nor leaves ``.grad`` or ``requires_grad`` changes
+on the model or the input.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .excitation import soft_backward
+from .gates import Gate
+
+Target = int | Sequence[int] | torch.Tensor
+_TRAIN_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module):
+    """Parameters set to ``requires_grad=False`` for the block, restored after (no parameter grads are built)."""
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in saved:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
+
+
+def check_inputs(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 2:
+        raise ValueError(f"inputs must be a batch (N, ...), e.g. images (N, 3, H, W); got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"inputs must be floating point, got {x.dtype}")
+
+
+def as_targets(target: Target, batch: int, num_classes: int, device) -> torch.Tensor:
+    """One class index per sample as an int64 tensor (N,), checked against ``num_classes``."""
+    t = torch.as_tensor(target, device=device)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
+    t = t.long()
+    if t.dim() == 0:
+        t = t.expand(batch)
+    if t.shape != (batch,):
+        raise ValueError(f"target must be an int or one index per sample ({batch}), got shape {tuple(t.shape)}")
+    if ((t < 0) | (t >= num_classes)).any():
+        raise IndexError(f"target {t.tolist()} out of range for a model with {num_classes} classes")
+    return t
+
+
+def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)``, checked to be class scores of shape (N, num_classes)."""
+    logits = model(x)
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"model must map inputs (N, ...) to logits (N, num_classes); inputs {tuple(x.shape)} gave {shape}")
+    return logits
+
+
+def input_gradient(model: nn.Module, x: torch.Tensor, target: Target, context=None) -> torch.Tensor:
+    """Gradient of the logits ``model(x)[i, target_i]`` w.r.t. ``x`` (N, ...), under an optional backward ``context``."""
+    check_inputs(x)
+    if any(m.training for m in model.modules() if isinstance(m, _TRAIN_DEPENDENT)):
+        warnings.warn("model has BatchNorm or dropout in training mode (statistics change, outputs are random); "
+                      "call model.eval() first", stacklevel=3)
+    leaf = x.detach().requires_grad_(True)
+    with torch.enable_grad(), frozen(model), (context or contextlib.nullcontext()):
+        logits = logits_of(model, leaf)
+        t = as_targets(target, x.shape[0], logits.shape[1], logits.device)
+        (grad,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), leaf)
+    return grad
+
+
+def vanilla_gradient(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
+    """The ordinary input gradient of logit ``target``.
+
+    Args:
+        model: classifier mapping (N, ...) to logits (N, num_classes), in eval mode.
+        x: inputs (N, ...), e.g. images (N, 3, H, W) in [-1, 1]; any float dtype and device the model takes.
+        target: class index (int) or one per sample (sequence or tensor of N ints).
+
+    Returns:
+        d logit_target / d x, same shape, dtype and device as ``x`` (logit units per input unit).
+    """
+    return input_gradient(model, x, target)
+
+
+def excitation_pullback(model: nn.Module, x: torch.Tensor, target: Target, temperature: float = 0.3,
+                        gate: str | Gate = "sigmoid", soft_maxpool: bool = True, **options) -> torch.Tensor:
+    """The excitation pullback of logit ``target``: its gradient with soft ReLU gates (and soft max-pools).
+
+    Same forward as ``model(x)``; in the backward pass each ReLU passes ``gate(z / temperature)``
+    of its pre-activation instead of ``1[z > 0]``, and each 2-D max-pool the gradient of a softmax pool.
+    For a bias-free MLP this is ``e_target^T D_L W_L ... D_1 W_1`` with ``D_l = diag(gate(z_l / T))``.
+
+    Args:
+        model: classifier mapping (N, ...) to logits (N, num_classes), in eval mode.
+        x: inputs (N, ...), e.g. images (N, 3, H, W) in [-1, 1].
+        target: class index (int) or one per sample (sequence or tensor of N ints).
+        temperature: gate temperature T > 0 (default 0.3); T -> 0 recovers :func:`vanilla_gradient`.
+        gate: ``"sigmoid"`` (default), ``"normal_cdf"``, ``"softsign"`` or a callable.
+        soft_maxpool: also soften max-pool gradients (default True).
+        **options: passed to :func:`utils.excitation.soft_backward` (``pool_temperature``, ``strict``).
+
+    Returns:
+        Tensor shaped like ``x`` (same dtype and device).
+    """
+    context = soft_backward(model, temperature=temperature, gate=gate, soft_maxpool=soft_maxpool, **options)
+    return input_gradient(model, x, target, context)

@@ -1,0 +1,185 @@
+"""Train the bundled Imagenette model from scratch on CPU (or CUDA when present).
+
+    python -m utils.train --data ../shared/data/imagenette2-224
+
+Reproduces ``utils/weights/bundled_imagenette.pt`` and its per-epoch log. Progressive resizing
+(low resolution first, 224px at the end) keeps the run within two hours on two CPU cores while
+the final epochs are trained at the resolution the figures use. Per-epoch checkpoints, plus four
+per epoch over the first two epochs, go to ``data/checkpoints/<run>/`` (outside git): the
+path-stability study reads them. ``--resume`` continues an interrupted run from its last
+epoch checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+from tqdm.auto import tqdm
+
+from .data import decode_split
+from .imagenette_net import PoolResNet
+
+REPO = Path(__file__).resolve().parent.parent
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+# Training resolution of each epoch; the last ones at the 224px the figures use.
+RESOLUTIONS = (112,) * 6 + (128,) * 6 + (160,) * 2 + (224,) * 2
+EARLY_FRACTIONS = (0.25, 0.5, 0.75)  # extra checkpoints within each of the first two epochs
+
+
+def random_resized_crop(images: torch.Tensor, size: int, generator: torch.Generator,
+                        scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+    """Inception-style crop + resize + horizontal flip of a uint8 batch -> float [-1, 1] (N, 3, size, size)."""
+    n, _, h, w = images.shape
+    area = h * w
+    out = torch.empty(n, 3, size, size)
+    u = torch.rand(n, 5, generator=generator)
+    for i in range(n):
+        target = area * (scale[0] + (scale[1] - scale[0]) * u[i, 0])
+        aspect = math.exp(math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[i, 1])
+        cw = min(w, int(round(math.sqrt(target * aspect))))
+        ch = min(h, int(round(math.sqrt(target / aspect))))
+        top = int((h - ch) * u[i, 2])
+        left = int((w - cw) * u[i, 3])
+        crop = TF.resized_crop(images[i], top, left, ch, cw, [size, size], antialias=True)
+        if u[i, 4] < 0.5:
+            crop = crop.flip(-1)
+        out[i] = crop.float()
+    return out.div_(127.5).sub_(1.0)
+
+
+@torch.no_grad()
+def evaluate(model, images: torch.Tensor, labels: torch.Tensor, size: int, device, batch_size=128) -> float:
+    """Top-1 accuracy (fraction) of ``model`` on uint8 images resized to ``size``."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size]
+        if x.shape[-1] != size:
+            x = TF.resize(x, [size, size], antialias=True)
+        x = x.float().div(127.5).sub(1.0).to(device, memory_format=torch.channels_last)
+        correct += (model(x).argmax(1).cpu() == labels[start:start + batch_size]).sum().item()
+    return correct / len(images)
+
+
+def lr_at(progress: float, peak: float, warmup: float) -> float:
+    """Linear warm-up to ``peak`` over the first ``warmup`` fraction, then cosine decay to zero."""
+    if progress < warmup:
+        return peak * progress / warmup
+    return 0.5 * peak * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup)))
+
+
+def save_half(model, path: Path) -> None:
+    """Float16 state dict (halves the committed file); BN counters stay integer."""
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    torch.save(state, path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="Imagenette root with train/ and val/")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=0.1, help="peak SGD learning rate")
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser.add_argument("--resolutions", type=int, nargs="+", default=list(RESOLUTIONS),
+                        help="training resolution of each epoch (their count is the epoch count)")
+    parser.add_argument("--checkpoints", default=None, help="checkpoint folder (default data/checkpoints/seed<seed>)")
+    parser.add_argument("--out", default=str(WEIGHTS_DIR), help="where the final weights and log go")
+    parser.add_argument("--limit", type=int, default=None, help="use only this many train/val images (smoke runs)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    ckpt_dir = Path(args.checkpoints or REPO / "data" / "checkpoints" / f"seed{args.seed}")
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    train_x, train_y = decode_split(args.data, "train")
+    val_x, val_y = decode_split(args.data, "val")
+    if args.limit:
+        train_x, train_y, val_x, val_y = train_x[:args.limit], train_y[:args.limit], val_x[:args.limit], val_y[:args.limit]
+
+    torch.manual_seed(args.seed)
+    model = PoolResNet().to(device, memory_format=torch.channels_last)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": args.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=args.lr, momentum=0.9, nesterov=True)
+    epochs = len(args.resolutions)
+    steps_per_epoch = len(train_x) // args.batch_size
+    total_steps = epochs * steps_per_epoch
+    log_path = out / "bundled_imagenette_log.csv"
+    rows, start_epoch = [], 0
+    if args.resume:
+        done = sorted(ckpt_dir.glob("epoch_*[0-9].pt"), key=lambda p: float(p.stem.split("_")[1]))
+        done = [p for p in done if float(p.stem.split("_")[1]).is_integer() and float(p.stem.split("_")[1]) > 0]
+        if done:
+            state = torch.load(done[-1], map_location=device)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            rows, start_epoch = state["log"], state["epoch"]
+            print(f"resumed from {done[-1]} (epoch {start_epoch})")
+
+    def checkpoint(epoch_value: float, extra=None):
+        name = f"epoch_{epoch_value:05.2f}.pt"
+        torch.save({"model": model.state_dict(), "epoch": epoch_value, "seed": args.seed, **(extra or {})},
+                   ckpt_dir / name)
+
+    if start_epoch == 0:
+        checkpoint(0.0)
+    t_start = time.time() - (rows[-1]["elapsed_s"] if rows else 0.0)
+    for epoch in range(start_epoch, epochs):
+        size = args.resolutions[epoch]
+        generator = torch.Generator().manual_seed(args.seed * 1000 + epoch)
+        order = torch.randperm(len(train_x), generator=generator)
+        model.train()
+        seen, loss_sum, correct = 0, 0.0, 0
+        marks = {int(f * steps_per_epoch): epoch + f for f in EARLY_FRACTIONS} if epoch < 2 else {}
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs} @{size}px")
+        for step in bar:
+            if step in marks:
+                checkpoint(marks[step])
+            lr = lr_at((epoch * steps_per_epoch + step) / total_steps, args.lr, warmup=2 / epochs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            idx = order[step * args.batch_size:(step + 1) * args.batch_size]
+            x = random_resized_crop(train_x[idx], size, generator).to(device, memory_format=torch.channels_last)
+            y = train_y[idx].to(device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(y)
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.3f}")
+        val_acc = evaluate(model, val_x, val_y, size, device)
+        row = {"epoch": epoch + 1, "resolution": size, "train_loss": round(loss_sum / seen, 4),
+               "train_acc": round(correct / seen, 4), "val_acc": round(val_acc, 4), "val_resolution": size,
+               "elapsed_s": round(time.time() - t_start, 1)}
+        rows.append(row)
+        print(row, flush=True)
+        checkpoint(float(epoch + 1), {"optimizer": optimizer.state_dict(), "log": rows})
+        with open(log_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            writer.writeheader()
+            writer.writerows(rows)
+    save_half(model, out / "bundled_imagenette.pt")
+    print(f"final val accuracy at {args.resolutions[-1]}px: {rows[-1]['val_acc']:.4f}; weights in {out}")
+
+
+if __name__ == "__main__":
+    main()
