@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import find_classes, make_dataset
-from torchvision.io import ImageReadMode, decode_image
+from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 # torchvision's Imagenette class order (sorted WordNet ids) and the ImageNet-1k index of each.
@@ -75,8 +75,13 @@ def load_image(path: str | os.PathLike, size: int = 224) -> torch.Tensor:
     The shorter side is resized to ``size`` (antialiased) and the centre cropped, as in the
     ImageNet evaluation transform; the shared 224px copy passes through unchanged at size 224.
     """
-    image = decode_image(str(path), mode=ImageReadMode.RGB)
-    return to_unit_range(resize_center(image, size))
+    return to_unit_range(resize_center(read_rgb(path), size))
+
+
+def read_rgb(path: str | os.PathLike) -> torch.Tensor:
+    """An image file as uint8 RGB (3, H, W), decoded by Pillow."""
+    with Image.open(path) as image:
+        return TF.pil_to_tensor(image.convert("RGB"))
 
 
 def resize_center(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -113,9 +118,33 @@ def decode_split(root: str | os.PathLike, split: str, size: int = 224, progress:
     samples = imagenette_files(root, split)
     images = torch.empty(len(samples), 3, size, size, dtype=torch.uint8)
     for i, (path, _) in enumerate(tqdm(samples, desc=f"decode {split}", disable=not progress)):
-        images[i] = resize_center(decode_image(path, mode=ImageReadMode.RGB), size)
+        images[i] = resize_center(read_rgb(path), size)
     labels = torch.tensor([label for _, label in samples])
     return images, labels
+
+
+def first_per_class(root: str | os.PathLike, classes=PAPER_CLASSES, per_class: int = 1, seed: int = 314,
+                    split: str = "val") -> list[str]:
+    """Paths of the first ``per_class`` images of each class met by a seeded, shuffled DataLoader.
+
+    The order is that of ``DataLoader(dataset, shuffle=True, generator=Generator().manual_seed(seed))``
+    over torchvision's Imagenette order; returned grouped by class, in ``classes`` order.
+    """
+    samples = imagenette_files(root, split)
+    # Iterate a shuffled DataLoader over indices: the same sampler and generator draws as over the
+    # images themselves, without decoding every image on the way.
+    order = DataLoader(range(len(samples)), batch_size=1, shuffle=True,
+                       generator=torch.Generator().manual_seed(seed))
+    picked: dict[int, list[str]] = {c: [] for c in classes}
+    remaining = len(classes) * per_class
+    for (index,) in order:
+        path, label = samples[int(index)]
+        if label in picked and len(picked[label]) < per_class:
+            picked[label].append(path)
+            remaining -= 1
+            if remaining == 0:
+                break
+    return [p for c in classes for p in picked[c]]
 
 
 def paper_batch(root: str | os.PathLike, seed: int = 314, size: int = 224, classes=PAPER_CLASSES):
@@ -136,18 +165,6 @@ def paper_batch(root: str | os.PathLike, seed: int = 314, size: int = 224, class
         ``(images, labels, paths)``: images (5, 3, size, size) in [-1, 1], Imagenette labels (5,)
         in row order, and the source file paths.
     """
-    samples = imagenette_files(root, "val")
-    # Shuffle indices exactly as a shuffled DataLoader over the dataset would (same sampler and
-    # generator draw), without decoding every image on the way.
-    order = DataLoader(range(len(samples)), batch_size=1, shuffle=True,
-                       generator=torch.Generator().manual_seed(seed))
-    picked: dict[int, str] = {}
-    for (index,) in order:
-        path, label = samples[int(index)]
-        if label in classes and label not in picked:
-            picked[label] = path
-            if len(picked) == len(classes):
-                break
-    paths = [picked[c] for c in classes]
+    paths = first_per_class(root, classes, 1, seed)
     images = torch.stack([load_image(p, size) for p in paths])
     return images, torch.tensor(classes), paths

@@ -49,15 +49,14 @@ def _max_pool2d_rule(mode: "ExcitationMode", args, kwargs):
                                bound["padding"], bound["dilation"], bool(bound["ceil_mode"]))
 
 
+RELU_FUNCTIONS = {F.relu: False, torch.relu: False, torch.Tensor.relu: False,
+                  F.relu_: True, torch.relu_: True, torch.Tensor.relu_: True}
+"""Every spelling of a ReLU call -> whether it is in place by default."""
+MAXPOOL2D_FUNCTIONS = (F.max_pool2d, torch.max_pool2d)
+
 SURROGATES: dict[Callable, Callable] = {
-    F.relu: _relu_rule(False),
-    torch.relu: _relu_rule(False),
-    torch.Tensor.relu: _relu_rule(False),
-    F.relu_: _relu_rule(True),
-    torch.relu_: _relu_rule(True),
-    torch.Tensor.relu_: _relu_rule(True),
-    F.max_pool2d: _max_pool2d_rule,
-    torch.max_pool2d: _max_pool2d_rule,
+    **{fn: _relu_rule(inplace) for fn, inplace in RELU_FUNCTIONS.items()},
+    **{fn: _max_pool2d_rule for fn in MAXPOOL2D_FUNCTIONS},
 }
 """Function -> rule ``(mode, args, kwargs) -> output``: every call the surrogates replace."""
 

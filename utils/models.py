@@ -14,6 +14,7 @@ from .imagenette_net import PoolResNet
 PAPER_MODELS = ("resnet50", "vgg11_bn", "densenet121")
 BUNDLED = "bundled"
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "bundled_imagenette.pt"
+BUNDLED_LOG = BUNDLED_WEIGHTS.with_name("bundled_imagenette_log.csv")
 OSTRICH = 9  # ImageNet index of the paper's extra target
 # For the 10-class bundled model: the animal class no row image belongs to stands in for "ostrich".
 BUNDLED_EXTRA = 1  # English springer
@@ -115,3 +116,11 @@ def paper_targets(model: Classifier) -> tuple[list[int], list[str]]:
         return indices, labels
     indices = [IMAGENETTE_TO_IMAGENET[i] for i in PAPER_CLASSES] + [OSTRICH]
     return indices, [model.class_names[i] for i in indices]
+
+
+def bundled_training_log(path: str | Path = BUNDLED_LOG) -> list[dict]:
+    """The bundled model's per-epoch training log (epoch, resolution, losses, accuracies, elapsed seconds)."""
+    import csv
+
+    with open(path, newline="") as f:
+        return [{k: float(v) if "." in v else int(v) for k, v in row.items()} for row in csv.DictReader(f)]

@@ -1,0 +1,74 @@
+"""The notebook's configuration: defaults, environment overrides, and choosing models and data.
+
+Environment variables (all optional):
+    PULLBACK_MODELS       "auto" (default: the paper's three models when their weights download,
+                          else the bundled one), or a comma list such as "bundled" or "resnet50,vgg11_bn"
+    IMAGENETTE_ROOT       folder with val/<wnid>/ (default: download Imagenette 160px into data/)
+    PULLBACK_STEPS        ascent steps to show, e.g. "1,5,10"
+    PULLBACK_TEMPERATURE  gate temperature T (default 0.3)
+    PULLBACK_DEVICE       "cpu", "cuda", ... (default: CUDA when available)
+    PULLBACK_MEDIA        output folder for figures (default media/)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .data import DEFAULT_DOWNLOAD_DIR, data_root_from_env, download_imagenette
+from .models import BUNDLED, PAPER_MODELS, PretrainedUnavailableError, default_device, load_model
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Config:
+    models: str = "auto"
+    data_root: Path | None = None
+    steps: tuple[int, ...] = (1, 5, 10)
+    temperature: float = 0.3
+    alpha: float = 20.0
+    eps: float = 100.0
+    device: torch.device = field(default_factory=default_device)
+    media: Path = REPO / "media"
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Config":
+        """Defaults, then environment variables, then ``overrides``."""
+        env = os.environ
+        values = dict(
+            models=env.get("PULLBACK_MODELS", "auto").strip() or "auto",
+            data_root=data_root_from_env(),
+            steps=tuple(int(s) for s in env.get("PULLBACK_STEPS", "1,5,10").split(",")),
+            temperature=float(env.get("PULLBACK_TEMPERATURE", 0.3)),
+            device=torch.device(env["PULLBACK_DEVICE"]) if env.get("PULLBACK_DEVICE") else default_device(),
+            media=Path(env.get("PULLBACK_MEDIA", REPO / "media")),
+        )
+        values.update(overrides)
+        return cls(**values)
+
+
+def choose_models(config: Config):
+    """Load the configured models; returns ``(models by name, reason)`` where reason explains the choice."""
+    if config.models == "auto":
+        try:
+            models = {name: load_model(name, config.device) for name in PAPER_MODELS}
+            return models, "the paper's models with ImageNet weights (IMAGENET1K_V1)"
+        except PretrainedUnavailableError as error:
+            reason = f"pretrained weights unavailable ({str(error).split(' (')[0]}): using the bundled Imagenette model"
+            return {BUNDLED: load_model(BUNDLED, config.device)}, reason
+    names = [n.strip() for n in config.models.split(",") if n.strip()]
+    return {name: load_model(name, config.device) for name in names}, f"models chosen by PULLBACK_MODELS={config.models}"
+
+
+def choose_data(config: Config):
+    """The Imagenette root: ``$IMAGENETTE_ROOT`` if set, else a download into ``data/``; returns ``(root, reason)``."""
+    if config.data_root is not None:
+        return Path(config.data_root), f"Imagenette from IMAGENETTE_ROOT={config.data_root}"
+    try:
+        return download_imagenette(DEFAULT_DOWNLOAD_DIR), f"Imagenette 160px downloaded into {DEFAULT_DOWNLOAD_DIR}"
+    except Exception as error:  # no network: say what to do instead
+        raise RuntimeError(f"Imagenette could not be downloaded ({type(error).__name__}: {error}); "
+                           "point IMAGENETTE_ROOT at a folder holding val/<wnid>/*.JPEG") from error
