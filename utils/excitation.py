@@ -92,7 +92,8 @@ class ExcitationMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         rule = SURROGATES.get(func)
-        if rule is not None and torch.is_grad_enabled():
+        # Calls whose input needs no gradient have no backward to change: skip the surrogate's cost.
+        if rule is not None and torch.is_grad_enabled() and args[0].requires_grad:
             return rule(self, args, kwargs)
         if func in UNSUPPORTED_FUNCTIONS:
             return self.unsupported(getattr(func, "__name__", repr(func)), func, args, kwargs)

@@ -134,8 +134,9 @@ def main(argv=None):
 
     def checkpoint(epoch_value: float, extra=None):
         name = f"epoch_{epoch_value:05.2f}.pt"
-        torch.save({"model": model.state_dict(), "epoch": epoch_value, "seed": args.seed, **(extra or {})},
-                   ckpt_dir / name)
+        partial = ckpt_dir / f".{name}.partial"  # renamed when complete: readers never see half a file
+        torch.save({"model": model.state_dict(), "epoch": epoch_value, "seed": args.seed, **(extra or {})}, partial)
+        partial.replace(ckpt_dir / name)
 
     if start_epoch == 0:
         checkpoint(0.0)
