@@ -107,12 +107,14 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--skip", choices=["time", "memory"], help="measure only the other one")
     args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.size}px")
     results = {}
     for name in args.models:
-        seconds = measure_time(name, args.batch, args.size, args.repeats)
-        mib = {m: measure_memory(name, m, args.batch, args.size) for m in METHODS}
+        nan = {m: float("nan") for m in METHODS}
+        seconds = nan if args.skip == "time" else measure_time(name, args.batch, args.size, args.repeats)
+        mib = nan if args.skip == "memory" else {m: measure_memory(name, m, args.batch, args.size) for m in METHODS}
         results[name] = {"seconds": seconds, "peak_mib": mib}
         print(f"\n{name}")
         print(f"  {'method':<22}{'time (s)':>10}{'x plain':>9}{'peak MiB':>10}{'x plain':>9}")
