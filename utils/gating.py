@@ -64,11 +64,17 @@ def excitation_kernel(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None 
         (N, M) float64 matrix.
     """
     y = x if y is None else y
+    gx, gy = gate_patterns(model, x, temperature, gate), gate_patterns(model, y, temperature, gate)
+    kernel = kernel_from_patterns(x, y, gx, gy, normalise)
+    return kernel.sign() * kernel.abs() ** (1 / (len(gx) + 1)) if per_layer else kernel
+
+
+def kernel_from_patterns(x, y, gates_x, gates_y, normalise: bool = True) -> torch.Tensor:
+    """Eq. 23 from inputs and their per-call gate patterns (as from :func:`gate_patterns`): (N, M) float64."""
     kernel = input_kernel(x, y, normalise)
-    layers = list(zip(gate_patterns(model, x, temperature, gate), gate_patterns(model, y, temperature, gate)))
-    for a, b in layers:
+    for a, b in zip(gates_x, gates_y):
         kernel = kernel * _gram(a, b, normalise)
-    return kernel.sign() * kernel.abs() ** (1 / (len(layers) + 1)) if per_layer else kernel
+    return kernel
 
 
 def input_kernel(x: torch.Tensor, y: torch.Tensor | None = None, normalise: bool = True) -> torch.Tensor:

@@ -27,7 +27,7 @@ from torch.overrides import TorchFunctionMode
 
 from .excitation import RELU_FUNCTIONS
 from .gates import Gate, check_temperature, get_gate, hard_gate
-from .gating import gate_patterns, input_kernel, preactivations
+from .gating import gate_patterns, kernel_from_patterns, preactivations
 from .imagenette_net import PoolResNet
 
 
@@ -320,10 +320,7 @@ def excitation_kernel_chunked(model: nn.Module, x: torch.Tensor, y: torch.Tensor
                 kernel[i, j] = kernel[j, i].T
                 continue
             gy = gx if symmetric and j == i else gate_patterns(model, y[j], temperature, gate)
-            block = input_kernel(x[i], y[j], normalise)
-            for a, b in zip(gx, gy):
-                block *= input_kernel(a, b, normalise)
-            kernel[i, j] = block
+            kernel[i, j] = kernel_from_patterns(x[i], y[j], gx, gy, normalise)
     return kernel
 
 
