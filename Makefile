@@ -2,13 +2,14 @@
 #   make figures   regenerate every figure: execute pullbacks.ipynb in place (paper models when their
 #                  weights download, else the bundled model), writing media/
 #   make test      the test suite and the notebook under nbval, offline on the bundled model
+#   make evaluate  the faithfulness evaluation (python -m utils.evaluate; needs IMAGENETTE_ROOT), resumable
 # Set IMAGENETTE_ROOT to a folder with train/ and val/ to use a local Imagenette copy instead of a download.
 
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: figures test benchmark install clean
+.PHONY: figures test evaluate benchmark install clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +25,9 @@ figures: install
 test: install
 	PULLBACK_MODELS=$${PULLBACK_MODELS:-bundled} PULLBACK_MEDIA=$${PULLBACK_MEDIA:-$(CURDIR)/data/test-media} \
 	$(PY) -m pytest tests --nbval-lax --nbval-current-env pullbacks.ipynb
+
+evaluate: install
+	$(PY) -m utils.evaluate
 
 benchmark: install
 	$(PY) benchmarks/overhead.py
