@@ -3,13 +3,14 @@
 #                  weights download, else the bundled model), writing media/
 #   make test      the test suite and the notebook under nbval, offline on the bundled model
 #   make evaluate  the faithfulness evaluation (python -m utils.evaluate; needs IMAGENETTE_ROOT), resumable
+#   make study     the path-stability study (python -m utils.study; needs IMAGENETTE_ROOT and checkpoints), resumable
 # Set IMAGENETTE_ROOT to a folder with train/ and val/ to use a local Imagenette copy instead of a download.
 
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: figures test evaluate benchmark install clean
+.PHONY: figures test evaluate study benchmark install clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +29,9 @@ test: install
 
 evaluate: install
 	$(PY) -m utils.evaluate
+
+study: install
+	$(PY) -m utils.study
 
 benchmark: install
 	$(PY) benchmarks/overhead.py

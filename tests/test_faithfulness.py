@@ -337,3 +337,25 @@ def _assert_same_rows(got: list[dict], want: list[dict]) -> None:
                 assert float(g[key]) == pytest.approx(float(w[key]), rel=1e-4, abs=1e-4), (key, g, w)
             except ValueError:
                 assert g[key] == w[key]
+
+
+def test_compare_uses_paired_differences():
+    from utils.evaluate import compare, paired_difference
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(60, generator=g, dtype=torch.float64)  # large image-to-image spread
+    noise = 0.01 * torch.randn(60, generator=g, dtype=torch.float64)
+    rows = []
+    for metric in ("deletion_auc", "insertion_auc"):
+        for method, values in (("ours", spread - 0.05 + noise), ("base", spread), ("same", spread + noise)):
+            rows += [{"image": str(i), "method": method, "metric": metric, "value": str(v.item())}
+                     for i, v in enumerate(values)]
+    rows.append({"image": "0", "method": "base", "metric": "infidelity", "value": "1.0"})  # one pair only
+    mean, low, high, n = paired_difference(rows, "ours", "base", "deletion_auc")
+    assert n == 60 and mean == pytest.approx((noise - 0.05).mean().item()) and low < mean < high < 0
+    # Each method's own interval is ~±0.25 wide, so unpaired intervals would overlap; the paired CI does not.
+    lines = compare(rows, "ours", ["base", "same"])
+    assert lines[0].startswith("ours on deletion_auc: better than base (-0.05")  # lower deletion is better
+    assert "worse than base (-0.05" in lines[1] and "no clear difference" not in lines[1].split("same")[0]
+    assert len(lines) == 2 and all("than same" in line for line in lines)  # 'same' differs by -0.05 too
+    same = compare(rows, "same", ["base"])
+    assert len(same) == 2 and all("no clear difference from base" in line for line in same)

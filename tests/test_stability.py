@@ -9,9 +9,11 @@ from torch import nn
 from conftest import randomize_batchnorm
 from utils.gating import excitation_kernel, gate_patterns, input_kernel
 from utils.imagenette_net import PoolResNet
-from utils.stability import (GateMismatchError, cross_gated_logits, cross_gating_matrices, excitation_kernel_chunked,
-                             gate_jaccard, gates_of, jaccard_matrix, kernel_knn_accuracy, kernel_knn_predict,
-                             list_checkpoints, load_checkpoint, penultimate_features, random_gates_like)
+from utils.stability import (GateMismatchError, cross_gated_logits, cross_gated_predictions, cross_gating_matrices,
+                             cross_gating_rows,
+                             cross_gating_metrics, excitation_kernel_chunked, excitation_kernels, gate_jaccard,
+                             gates_of, jaccard_matrix, kernel_knn_accuracy, kernel_knn_predict, list_checkpoints,
+                             load_checkpoint, penultimate_features, predictions, random_gates_like)
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "data" / "checkpoints" / "seed0"
 
@@ -156,6 +158,16 @@ def test_random_gates_keep_sparsity_per_site_and_sample():
         assert ((r.flatten(1).mean(1) - s.flatten(1).mean(1)).abs() <= 0.5 / units + 1e-6).all()
 
 
+def test_random_gates_pick_units_uniformly():
+    gates = [torch.tensor([[1.0, 1, 1, 0, 0, 0, 0, 0, 0, 0]]).repeat(2000, 1)]  # 3 of 10 active per sample
+    rnd = random_gates_like(gates, torch.Generator().manual_seed(0))[0]
+    assert torch.equal(rnd.sum(1), torch.full((2000,), 3.0))
+    # Each unit is active in 30% of samples (binomial sd ~1%), not only the originally active ones.
+    assert ((rnd.mean(0) - 0.3).abs() < 0.04).all()
+    again = random_gates_like(gates, torch.Generator().manual_seed(0))[0]
+    assert torch.equal(rnd, again)
+
+
 def xor_task(seed=0):
     """Two classes by quadrant (XOR): only a genuinely nonlinear gating solves it."""
     g = torch.Generator().manual_seed(seed)
@@ -191,6 +203,33 @@ def test_cross_gating_matrices_own_gates_beat_random_control():
     assert rnd["correlation"][1, 1] < 0.5
 
 
+def test_cross_gated_predictions_are_rows_of_the_matrices():
+    models, x, labels = [tiny(0), tiny(3), tiny(4)], images(7), torch.tensor([0, 1, 2, 3, 4, 0, 1])
+    full = cross_gating_matrices(models, x, labels, temperature=0.3, chunk_size=3)
+    own = [predictions(m, x, labels, chunk_size=2) for m in models]
+    with torch.no_grad():
+        assert torch.equal(own[1]["pred"], models[1](x).argmax(1))
+    own_pred, own_true = torch.stack([o["pred"] for o in own]), torch.stack([o["true"] for o in own])
+    row = cross_gated_predictions(models[2], models, x, labels, temperature=0.3, chunk_size=4)
+    assert row["pred"].shape == row["true"].shape == (3, 7) and row["active"].shape == (5,)
+    soft = gates_of(models[2], x, temperature=0.3)
+    torch.testing.assert_close(row["active"], torch.tensor([g.double().mean().item() for g in soft],
+                                                           dtype=torch.float64))
+    metrics = cross_gating_metrics(row["pred"], row["true"], own_pred, own_true, labels)
+    for key in ("accuracy", "correlation", "agreement"):
+        torch.testing.assert_close(metrics[key], full[key][2])
+    hard = cross_gated_predictions(models[0], models[:1], x, labels)
+    assert torch.equal(hard["pred"][0], own[0]["pred"]) and torch.equal(hard["true"][0], own[0]["true"])
+    # Several kinds of gates from one recording pass: the same rows, and f^(s) itself from that pass.
+    both = cross_gating_rows(models[2], models, x, labels, (None, 0.3), chunk_size=4)
+    assert both["pred"].shape == (2, 3, 7) and both["active"].shape == (2, 5)
+    assert torch.equal(both["pred"][1], row["pred"]) and torch.equal(both["true"][1], row["true"])
+    assert torch.equal(both["active"][1], row["active"])
+    assert torch.equal(both["pred"][0], cross_gated_predictions(models[2], models, x, labels)["pred"])
+    same_chunks = predictions(models[2], x, labels, chunk_size=4)
+    assert torch.equal(both["own_pred"], same_chunks["pred"]) and torch.equal(both["own_true"], same_chunks["true"])
+
+
 # --- kernels and kNN --------------------------------------------------------------------------------
 
 def test_knn_on_block_diagonal_kernel_is_perfect():
@@ -221,6 +260,16 @@ def test_chunked_kernel_matches_excitation_kernel():
             torch.testing.assert_close(excitation_kernel_chunked(model, x, y, temperature, normalise=normalise,
                                                                  chunk_size=2),
                                        excitation_kernel(model, x, y, temperature, normalise=normalise))
+
+
+def test_shared_pass_kernels_match_chunked_kernel():
+    model, x, y = tiny(dtype=torch.float64), images(5, dtype=torch.float64), images(7, dtype=torch.float64, seed=7)
+    hard, soft = excitation_kernels(model, x, y, (None, 0.3), chunk_size=2, block_size=3)
+    torch.testing.assert_close(hard, excitation_kernel_chunked(model, x, y, None), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(soft, excitation_kernel_chunked(model, x, y, 0.3), rtol=1e-12, atol=1e-14)
+    assert not torch.allclose(hard, soft)
+    (single,) = excitation_kernels(tiny(), x.float(), y.float(), (0.3,), chunk_size=4, block_size=2)
+    torch.testing.assert_close(single, soft, rtol=1e-4, atol=1e-7)  # float32 Gram products
 
 
 def test_penultimate_features_feed_fc():

@@ -300,28 +300,45 @@ def format_summary(summary: list[dict], metrics=None) -> str:
     return "\n".join(lines)
 
 
-def compare(summary: list[dict], ours: str, others) -> list[str]:
-    """Plain-words verdicts of method ``ours`` against each of ``others`` on every metric they share:
-    "better than" / "worse than" when the 95% CIs do not overlap, "tied with" when they do."""
-    rows = {(r["method"], r["metric"]): r for r in summary}
+def paired_difference(scores: list[dict], a: str, b: str, metric: str) -> tuple[float, float, float, int] | None:
+    """Mean of ``score(a) - score(b)`` over the images both methods scored on ``metric``, with its
+    percentile bootstrap 95% CI and the number of pairs; None when they share no image.
+
+    Every method is scored on the same images (and the same perturbations), so the paired difference is the
+    right comparison: it removes the image-to-image spread that dominates each method's own interval.
+    """
+    def by_image(method):
+        return {r["image"]: float(r["value"]) for r in scores if r["method"] == method and r["metric"] == metric}
+    va, vb = by_image(a), by_image(b)
+    shared = [i for i in va if i in vb and va[i] == va[i] and vb[i] == vb[i]]  # drop NaN on either side
+    if len(shared) < 2:
+        return None
+    d = torch.tensor([va[i] - vb[i] for i in shared], dtype=torch.float64)
+    low, high = bootstrap_ci(d)
+    return d.mean().item(), low, high, len(shared)
+
+
+def compare(scores: list[dict], ours: str, others) -> list[str]:
+    """Plain-words verdicts of method ``ours`` against each of ``others`` on every metric they share, from the
+    per-image ``scores``: "better than" / "worse than" when the 95% CI of the paired difference
+    (:func:`paired_difference`) excludes 0 in that direction, "no clear difference from" otherwise; each with
+    the mean difference ``ours - other``."""
     lines = []
-    for metric in dict.fromkeys(r["metric"] for r in summary):
-        if (ours, metric) not in rows:
-            continue
-        a, sign = rows[ours, metric], -1 if rows[ours, metric]["better"] == "lower" else 1
+    for metric in dict.fromkeys(r["metric"] for r in scores):
+        lower = metric in LOWER_IS_BETTER or metric.startswith("randomisation")
         verdicts = []
         for other in others:
-            if (other, metric) not in rows or other == ours:
+            diff = None if other == ours else paired_difference(scores, ours, other, metric)
+            if diff is None:
                 continue
-            b = rows[other, metric]
-            if float(a["ci_low"]) > float(b["ci_high"]):
-                verdict = "better than" if sign > 0 else "worse than"
-            elif float(a["ci_high"]) < float(b["ci_low"]):
-                verdict = "worse than" if sign > 0 else "better than"
+            mean, low, high, _ = diff
+            if low > 0 or high < 0:
+                verdict = "better than" if (low > 0) != lower else "worse than"
             else:
-                verdict = "tied with"
-            verdicts.append(f"{verdict} {other}")
-        lines.append(f"{ours} on {short_metric(metric)}: " + ", ".join(verdicts))
+                verdict = "no clear difference from"
+            verdicts.append(f"{verdict} {other} ({mean:+.3f})")
+        if verdicts:
+            lines.append(f"{ours} on {short_metric(metric)}: " + ", ".join(verdicts))
     return lines
 
 

@@ -6,12 +6,13 @@ kernel, Eq. 23). Given checkpoints ``s, t`` of one run we measure
 
 * how much their hard gates ``1[z > 0]`` overlap (:func:`gate_jaccard`, :func:`jaccard_matrix`);
 * how well the weights of ``t`` do when run with the gates of ``s``, ``f_pi^(t)`` with ``pi = pi^(s)(x)``
-  (:func:`cross_gated_logits`, :func:`cross_gating_matrices`); once gates are fixed the network is
+  (:func:`cross_gated_logits`, :func:`cross_gating_matrices`, or row by row :func:`cross_gating_rows`
+  and :func:`cross_gating_metrics`); once gates are fixed the network is
   linear in its input (Eq. 7), so this separates "which paths are open" from "what the weights are";
 * a control, random hard gates with the same sparsity (:func:`random_gates_like`), so that high numbers
   mean something;
-* how good a classifier the kernels are (:func:`kernel_knn_accuracy` with :func:`excitation_kernel_chunked`,
-  :func:`utils.gating.input_kernel`, or the cosine of :func:`penultimate_features`).
+* how good a classifier the kernels are (:func:`kernel_knn_accuracy` with :func:`excitation_kernel_chunked`
+  or :func:`excitation_kernels`, :func:`utils.gating.input_kernel`, or the cosine of :func:`penultimate_features`).
 
 Every ReLU *call* is one gating site, as in :mod:`utils.gating`. All functions run models in eval mode
 and batch their inputs in chunks of ``chunk_size`` to bound memory.
@@ -22,12 +23,13 @@ import re
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .excitation import RELU_FUNCTIONS
 from .gates import Gate, check_temperature, get_gate, hard_gate
-from .gating import gate_patterns, kernel_from_patterns, preactivations
+from .gating import _RecordPreactivations, gate_patterns, input_kernel, kernel_from_patterns, preactivations
 from .imagenette_net import PoolResNet
 
 
@@ -231,10 +233,101 @@ def random_gates_like(gates: list[torch.Tensor], generator: torch.Generator | No
         flat = g.flatten(1)
         n, units = flat.shape
         k = (flat.double().mean(1) * units).round().long()  # active units per sample
-        order = torch.rand(n, units, generator=generator).argsort(1)
-        keep = (torch.arange(units)[None, :] < k[:, None]).to(g.dtype)
-        out.append(torch.zeros_like(flat).scatter_(1, order.to(g.device), keep.to(g.device)).view_as(g))
+        # The k smallest of i.i.d. uniform keys are a uniform k-subset. A k-th-value selection per sample
+        # is linear in units, where sorting the keys costs 8 forward passes; float64 keys make ties
+        # (which would change the count) vanishingly rare.
+        keys = torch.rand(n, units, generator=generator, dtype=torch.float64)
+        keep = torch.zeros(n, units, dtype=torch.bool)
+        for i in range(n):
+            if k[i] > 0:
+                keep[i] = keys[i] <= keys[i].kthvalue(int(k[i])).values
+        out.append(keep.to(device=g.device, dtype=g.dtype).view_as(g))
     return out
+
+
+@torch.no_grad()
+def predictions(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, chunk_size: int = 50) -> dict:
+    """``f(x)`` summarised for the cross-gating metrics: ``"pred"`` (N,) int64 top-1 classes and ``"true"`` (N,)
+    float64 true-class logits, for inputs x (N, ...) and labels (N,)."""
+    _require_eval(model)
+    logits = torch.cat([model(x[sl]) for sl in _chunks(len(x), chunk_size)])
+    return {"pred": logits.argmax(1), "true": logits.gather(1, labels.long()[:, None])[:, 0].double()}
+
+
+@torch.no_grad()
+def cross_gating_rows(model_s: nn.Module, models_t: list[nn.Module], x: torch.Tensor, labels: torch.Tensor,
+                      temperatures=(None,), gate: str | Gate = "sigmoid", chunk_size: int = 50,
+                      control: torch.Generator | None = None) -> dict:
+    """Row s of the cross-gating matrices, ``f_pi^(t)(x)`` with ``pi = pi^(s)(x)`` for every t in ``models_t``,
+    for several kinds of gates of s at once.
+
+    One recording pass of ``model_s`` per chunk yields its logits and the pre-activations from which every
+    kind of gate is taken (hard ``1[z_s > 0]`` for a temperature None, else ``gate(z_s / T)``; see
+    :func:`gates_of`); then one cross-gated pass per kind and per t. Cost per chunk: ``1 + K * T`` forward
+    passes for K temperatures.
+
+    Args:
+        model_s: the model whose gates are used; models_t: T models of its architecture whose weights are used.
+        x: inputs (N, ...); labels: true classes (N,).
+        control: a generator: replace each kind of gates by :func:`random_gates_like` of them (same sparsity).
+
+    Returns:
+        dict: ``"pred"`` (K, T, N) int64 top-1 classes and ``"true"`` (K, T, N) float64 true-class logits of
+        ``f_pi^(t)``; ``"active"`` (K, sites) float64 mean gate per ReLU call site over all of x (the fraction
+        active for hard gates), before any randomisation; ``"own_pred"``, ``"own_true"`` (N,): ``f^(s)`` itself.
+    """
+    _require_eval(model_s)
+    labels = labels.long()
+    K, T, N = len(temperatures), len(models_t), len(x)
+    pred, true = torch.empty(K, T, N, dtype=torch.long), torch.empty(K, T, N, dtype=torch.float64)
+    own_pred, own_true = torch.empty(N, dtype=torch.long), torch.empty(N, dtype=torch.float64)
+    total = torch.zeros(K, 0, dtype=torch.float64)
+    g = get_gate(gate)
+    for sl in _chunks(N, chunk_size):
+        store: list[torch.Tensor] = []
+        with _RecordPreactivations(store):
+            logits = model_s(x[sl])
+        own_pred[sl], own_true[sl] = logits.argmax(1), logits.gather(1, labels[sl, None])[:, 0].double()
+        for k, temperature in enumerate(temperatures):
+            gs = [hard_gate(z) if temperature is None else g(z / check_temperature(temperature)) for z in store]
+            sums = torch.tensor([q.double().sum().item() / q[0].numel() for q in gs], dtype=torch.float64)
+            if total.shape[1] == 0:
+                total = torch.zeros(K, len(gs), dtype=torch.float64)
+            total[k] += sums
+            if control is not None:
+                gs = random_gates_like(gs, control)
+            for t, mt in enumerate(models_t):
+                out = cross_gated_logits(mt, gs, x[sl])
+                pred[k, t, sl], true[k, t, sl] = out.argmax(1), out.gather(1, labels[sl, None])[:, 0].double()
+    return {"pred": pred, "true": true, "active": total / N, "own_pred": own_pred, "own_true": own_true}
+
+
+def cross_gated_predictions(model_s: nn.Module, models_t: list[nn.Module], x: torch.Tensor, labels: torch.Tensor,
+                            temperature: float | None = None, gate: str | Gate = "sigmoid", chunk_size: int = 50,
+                            control: torch.Generator | None = None) -> dict:
+    """:func:`cross_gating_rows` for one kind of gates: ``"pred"``, ``"true"`` (T, N) and ``"active"`` (sites,)."""
+    rows = cross_gating_rows(model_s, models_t, x, labels, (temperature,), gate, chunk_size, control)
+    return {"pred": rows["pred"][0], "true": rows["true"][0], "active": rows["active"][0]}
+
+
+def cross_gating_metrics(pred: torch.Tensor, true: torch.Tensor, own_pred: torch.Tensor, own_true: torch.Tensor,
+                         labels: torch.Tensor) -> dict:
+    """Accuracy, Pearson correlation and agreement of cross-gated networks against the networks themselves.
+
+    Args:
+        pred, true: top-1 classes and true-class logits of ``f_pi^(t)``, (..., N), e.g. (S, T, N).
+        own_pred, own_true: the same for ``f^(t)``, broadcastable to ``pred`` (e.g. (T, N)).
+        labels: (N,).
+
+    Returns:
+        dict of float64 tensors shaped ``pred.shape[:-1]``: ``"accuracy"`` (top-1 of ``f_pi^(t)``),
+        ``"correlation"`` (Pearson over the N inputs of the true-class logits of ``f_pi^(t)`` and ``f^(t)``;
+        NaN if either is constant), ``"agreement"`` (fraction where both predict the same class).
+    """
+    labels = labels.long()
+    return {"accuracy": (pred == labels).double().mean(-1),
+            "correlation": _pearson(true.double(), own_true.double().expand_as(true)),
+            "agreement": (pred == own_pred).double().mean(-1)}
 
 
 @torch.no_grad()
@@ -250,7 +343,8 @@ def cross_gating_matrices(models: list[nn.Module], x: torch.Tensor, labels: torc
         models: S models of one architecture, eval mode (e.g. checkpoints in training order).
         x: inputs (N, ...); labels: true classes (N,).
         temperature: None for hard gates ``1[z_s > 0]``, else soft ``gate(z_s / T)``.
-        chunk_size: inputs per forward pass. Cost per chunk: S + S + S^2 forward passes.
+        chunk_size: inputs per forward pass. Cost per chunk: S + S + S^2 forward passes
+            (:func:`predictions` of each model, then one :func:`cross_gated_predictions` row per s).
         control: a generator: replace every gate set by :func:`random_gates_like` of it (same sparsity).
 
     Returns:
@@ -261,30 +355,12 @@ def cross_gating_matrices(models: list[nn.Module], x: torch.Tensor, labels: torc
         ``"agreement"`` (S, S): fraction of x where ``f_pi^(t)`` and ``f^(t)`` predict the same class;
         ``"own_accuracy"`` (S,): accuracy of each ``f^(t)``.
     """
-    S, N = len(models), len(x)
-    labels = labels.long()
-    own = torch.empty(S, N, dtype=torch.long)  # predictions of f^(t)
-    own_true = torch.empty(S, N, dtype=torch.float64)  # true-class logits of f^(t)
-    cross_pred = torch.empty(S, S, N, dtype=torch.long)
-    cross_true = torch.empty(S, S, N, dtype=torch.float64)
-    for sl in _chunks(N, chunk_size):
-        xc, yc = x[sl], labels[sl]
-        for t, m in enumerate(models):
-            _require_eval(m)
-            logits = m(xc)
-            own[t, sl], own_true[t, sl] = logits.argmax(1), logits.gather(1, yc[:, None])[:, 0].double()
-        for s, m in enumerate(models):
-            gs = gates_of(m, xc, temperature, gate)
-            if control is not None:
-                gs = random_gates_like(gs, control)
-            for t, mt in enumerate(models):
-                logits = cross_gated_logits(mt, gs, xc)
-                cross_pred[s, t, sl] = logits.argmax(1)
-                cross_true[s, t, sl] = logits.gather(1, yc[:, None])[:, 0].double()
-    return {"accuracy": (cross_pred == labels).double().mean(-1),
-            "correlation": _pearson(cross_true, own_true[None].expand_as(cross_true)),
-            "agreement": (cross_pred == own[None]).double().mean(-1),
-            "own_accuracy": (own == labels).double().mean(-1)}
+    own = [predictions(m, x, labels, chunk_size) for m in models]
+    rows = [cross_gated_predictions(m, models, x, labels, temperature, gate, chunk_size, control) for m in models]
+    own_pred, own_true = torch.stack([o["pred"] for o in own]), torch.stack([o["true"] for o in own])
+    metrics = cross_gating_metrics(torch.stack([r["pred"] for r in rows]), torch.stack([r["true"] for r in rows]),
+                                   own_pred, own_true, labels)
+    return {**metrics, "own_accuracy": (own_pred == labels.long()).double().mean(-1)}
 
 
 def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -322,6 +398,55 @@ def excitation_kernel_chunked(model: nn.Module, x: torch.Tensor, y: torch.Tensor
             gy = gx if symmetric and j == i else gate_patterns(model, y[j], temperature, gate)
             kernel[i, j] = kernel_from_patterns(x[i], y[j], gx, gy, normalise)
     return kernel
+
+
+@torch.no_grad()
+def excitation_kernels(model: nn.Module, x: torch.Tensor, y: torch.Tensor, temperatures=(None, 0.3),
+                       gate: str | Gate = "sigmoid", chunk_size: int = 50, block_size: int = 250) -> list[torch.Tensor]:
+    """Cosine-form excitation kernels (Eq. 23) of x against y, one per temperature, from shared forward passes.
+
+    ``K_T(x, x') = cos(x, x') * prod_l cos(gate_l(x), gate_l(x'))`` with hard gates for T = None and
+    ``gate(z / T)`` otherwise: the same values as :func:`excitation_kernel_chunked` with ``normalise=True``,
+    but each forward pass serves every temperature, the gates of a block of ``block_size`` x-inputs are kept
+    while all of y streams past (``N + ceil(N / block_size) * M`` forward passes instead of about
+    ``N * M / chunk_size``), and the per-layer Gram products run in x's dtype (float32 for the study: ~1e-6
+    relative error per factor, against float64 in :func:`utils.gating.kernel_from_patterns`).
+
+    Memory: the block's unit-norm gates, ``len(temperatures) * block_size * units`` numbers (units = 0.81M per
+    image for PoolResNet at 112px: 1.6 GB in float32 for two temperatures and 250 inputs).
+
+    Args:
+        x: inputs (N, ...); y: inputs (M, ...), e.g. val images against a train subset.
+
+    Returns:
+        list of (N, M) float64 kernels, in the order of ``temperatures``.
+    """
+    _require_eval(model)
+    cos_in = input_kernel(x, y)
+    out = [torch.empty(len(x), len(y), dtype=torch.float64) for _ in temperatures]
+    for bi in _chunks(len(x), block_size):
+        gx = _unit_gates(model, x[bi], temperatures, gate, chunk_size)
+        for bj in _chunks(len(y), chunk_size):
+            gy = _unit_gates(model, y[bj], temperatures, gate, chunk_size)
+            for kernel, sites_x, sites_y in zip(out, gx, gy):
+                block = cos_in[bi, bj].clone()
+                for a, b in zip(sites_x, sites_y):
+                    block *= (a @ b.T).double()
+                kernel[bi, bj] = block
+    return out
+
+
+def _unit_gates(model: nn.Module, x: torch.Tensor, temperatures, gate, chunk_size: int) -> list[list[torch.Tensor]]:
+    """Per temperature, per ReLU call: the gates of each input flattened to unit norm, (N, units) in x's dtype
+    (an all-zero gate stays zero, as in :func:`utils.gating.input_kernel`)."""
+    per_t: list[list[list[torch.Tensor]]] = [[] for _ in temperatures]
+    g = get_gate(gate)
+    for sl in _chunks(len(x), chunk_size):
+        zs = preactivations(model, x[sl])
+        for parts, t in zip(per_t, temperatures):
+            gates = (hard_gate(z) if t is None else g(z / check_temperature(t)) for z in zs)
+            parts.append([F.normalize(q.flatten(1), dim=1) for q in gates])
+    return [[torch.cat(site) for site in zip(*parts)] for parts in per_t]
 
 
 @torch.no_grad()

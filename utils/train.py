@@ -129,7 +129,7 @@ def main(argv=None):
             state = torch.load(done[-1], map_location=device)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            rows, start_epoch = state["log"], state["epoch"]
+            rows, start_epoch = state["log"], int(state["epoch"])  # saved as a float (epoch_01.00.pt)
             print(f"resumed from {done[-1]} (epoch {start_epoch})")
 
     def checkpoint(epoch_value: float, extra=None):

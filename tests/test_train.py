@@ -1,0 +1,43 @@
+"""utils.train: the checkpoints the path-stability study reads, and an exact --resume."""
+import shutil
+
+import numpy as np
+import torch
+from PIL import Image
+
+from utils.data import IMAGENETTE_WNIDS
+from utils.train import main as train
+
+
+def _fake_imagenette(root):
+    g = np.random.default_rng(0)
+    for split, n in (("train", 3), ("val", 1)):
+        for wnid in IMAGENETTE_WNIDS:
+            (root / split / wnid).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(g.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(root / split / wnid / f"{i}.JPEG")
+    return root
+
+
+def _run(data, checkpoints, out, *extra):
+    train(["--data", str(data), "--resolutions", "32", "32", "32", "--batch-size", "6", "--threads", "1",
+           "--checkpoints", str(checkpoints), "--out", str(out), *extra])
+
+
+def test_checkpoints_and_exact_resume(tmp_path):
+    data = _fake_imagenette(tmp_path / "data")
+    _run(data, tmp_path / "ck", tmp_path / "out")
+    names = sorted(p.name for p in (tmp_path / "ck").glob("epoch_*.pt"))
+    # Every quarter of the first two epochs, then every epoch (5 steps per epoch: quarters at steps 1, 2, 3).
+    assert names == [f"epoch_{e:05.2f}.pt" for e in (0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 3)]
+
+    # Interrupted after epoch 1: resuming gives the same weights, bit for bit, as the uninterrupted run.
+    shutil.copytree(tmp_path / "ck", tmp_path / "ck2", ignore=shutil.ignore_patterns("epoch_02.00.pt", "epoch_03.00.pt"))
+    _run(data, tmp_path / "ck2", tmp_path / "out2", "--resume")
+    whole = torch.load(tmp_path / "ck" / "epoch_03.00.pt")
+    resumed = torch.load(tmp_path / "ck2" / "epoch_03.00.pt")
+    assert resumed["epoch"] == 3.0 and [r["epoch"] for r in resumed["log"]] == [1, 2, 3]
+    for key, value in whole["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    start = torch.load(tmp_path / "ck" / "epoch_00.00.pt")["model"]
+    assert any(not torch.equal(v, whole["model"][k]) for k, v in start.items() if v.is_floating_point())
