@@ -60,6 +60,7 @@ def test_every_method_is_shaped_like_input_and_leaves_no_trace(bundled, method):
     assert not x.requires_grad and x.grad is None
 
 
+@pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 def test_methods_agree_with_their_definitions(bundled):
     x, t = small_images(), torch.tensor([1, 2, 3])
     many = attribute_many(bundled, x, t, ["gradient_x_input", "gradient", "pullback_x_input", "pullback"])

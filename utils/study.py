@@ -554,7 +554,7 @@ def plot_study(results_dir=REPO / "results" / "stability", media_dir=REPO / "med
     ax.set_ylabel(f"{cfg['knn_k'][0]}-NN top-1 accuracy"), ax.set_ylim(0, 1), ax.grid(axis="y", alpha=0.3)
     ax.set_title(f"Kernel nearest neighbours: {cfg['kernel_train']} train images (balanced) -> {where}",
                  fontsize=10)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left", markerscale=0.25)
     paths.append(_savefig(fig, media / "kernel_knn.png"))
     return paths
 
