@@ -365,3 +365,92 @@ def test_cuda_matches_cpu():
     gpu = excitation_pullback(model.cuda(), x.cuda(), 0)
     assert gpu.is_cuda
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-5)
+
+
+class ConvBNReLU(nn.Module):
+    """conv -> BN -> in-place ReLU, then conv -> BN -> += residual -> in-place ReLU (torchvision's Bottleneck
+    order), optionally with an identity op that hides the batch norm from the ReLU."""
+
+    def __init__(self, barrier: bool):
+        super().__init__()
+        self.barrier = barrier
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(8 * 64, 5)
+
+    def forward(self, x):
+        z = self.bn1(self.conv1(x))
+        x = self.relu(z * 1.0 if self.barrier else z)
+        z = self.bn2(self.conv2(x))
+        z += x
+        x = self.relu(z * 1.0 if self.barrier else z)
+        return self.fc(x.flatten(1))
+
+
+def _saved_bytes(model, x):
+    """Bytes of the distinct storages autograd keeps for the backward of one pullback forward pass, besides
+    the model's own parameters and buffers (which persist anyway)."""
+    storages = {}
+    persistent = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in persistent:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with soft_backward(model), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x.clone().requires_grad_())[:, 0].sum()
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_relu_after_batch_norm_saves_no_gate_and_gives_the_same_pullback(train_mode):
+    from conftest import randomize_batchnorm
+
+    torch.manual_seed(0)
+    direct = randomize_batchnorm(ConvBNReLU(barrier=False)).double().train(train_mode)
+    hidden = ConvBNReLU(barrier=True).double().train(train_mode)
+    hidden.load_state_dict(direct.state_dict())
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    target = torch.tensor([0, 1, 2, 3])
+    if not train_mode:  # (train mode updates the running statistics; compare gradients once)
+        assert torch.equal(excitation_pullback(direct, x, target), excitation_pullback(hidden, x, target))
+        torch.testing.assert_close(excitation_pullback(direct, x, target),
+                                   vanilla_gradient(reference_copy(direct, 0.3), x, target), rtol=1e-10, atol=1e-12)
+    gate_bytes = 2 * x.shape[0] * 8 * 8 * 8 * x.element_size()  # one (N, 8, 8, 8) gate per ReLU call
+    saved_direct, saved_hidden = _saved_bytes(direct, x), _saved_bytes(hidden, x)
+    if train_mode:  # batch statistics: the batch norm cannot be recomputed from running stats; gates are saved
+        assert saved_direct == saved_hidden
+    else:
+        assert saved_hidden - saved_direct == gate_bytes
+
+
+@pytest.mark.parametrize("name", ["resnet50", "vgg11_bn", "densenet121"])
+def test_recomputed_gates_on_paper_architectures_equal_saved_gates(paper_architectures, name, monkeypatch):
+    from utils.excitation import ExcitationMode
+
+    model = paper_architectures[name]
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    target = torch.tensor([1, 7])
+    recomputed, saved_recomputed = excitation_pullback(model, x, target), _saved_bytes(model, x)
+    monkeypatch.setattr(ExcitationMode, "recipe_of", lambda self, z: None)  # every ReLU saves its gate
+    saved, saved_gates = excitation_pullback(model, x, target), _saved_bytes(model, x)
+    assert torch.equal(recomputed, saved)
+    assert saved_recomputed < 0.85 * saved_gates
+
+
+def test_gates_below_sqrt_tiny_are_flushed_to_zero():
+    from utils.gates import sigmoid_gate
+    from utils.surrogates import SoftGateReLU
+
+    # At T = 0.3: u = -60 gives a gate of 8.7e-27 and u = -46.7 one of 5.2e-21, below the float32 cutoff
+    # sqrt(tiny) = 1.1e-19; times a gradient of 1e-18 either would be a subnormal float. u = -40 gives 4.2e-18.
+    z = torch.tensor([-18.0, -14.0, -12.0, -1.0, 0.0, 3.0], requires_grad=True)
+    (grad,) = torch.autograd.grad(SoftGateReLU.apply(z, 0.3, sigmoid_gate, False).sum(), z)
+    exact = torch.sigmoid(z.detach() * (1.0 / 0.3))
+    assert (exact[:2] > 0).all() and (exact[:2] * 1e-18 < torch.finfo(torch.float32).tiny).all()
+    assert torch.equal(grad[:2], torch.zeros(2)) and torch.equal(grad[2:], exact[2:])
+    # float64 keeps everything above 1.5e-154
+    (grad64,) = torch.autograd.grad(SoftGateReLU.apply(z.double(), 0.3, sigmoid_gate, False).sum(), z)
+    assert (grad64 > 0).all()

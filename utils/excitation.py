@@ -19,7 +19,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .gates import Gate, check_temperature, get_gate
-from .surrogates import SoftGateReLU, SoftMaxPool2d
+from .surrogates import SoftGateReLU, SoftGateReLUAfterBatchNorm, SoftMaxPool2d
 
 
 class UnsupportedNonlinearityError(TypeError):
@@ -30,8 +30,19 @@ def _relu_rule(inplace_default: bool):
     def rule(mode: "ExcitationMode", args, kwargs):
         z = args[0]
         inplace = bool(args[1]) if len(args) > 1 else bool(kwargs.get("inplace", inplace_default))
+        recipe = mode.recipe_of(z)
+        if recipe is not None:
+            bn, addends = recipe
+            return SoftGateReLUAfterBatchNorm.apply(
+                z, bn["input"], bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], float(bn["eps"]),
+                mode.temperature, mode.gate, inplace, *addends)
         return SoftGateReLU.apply(z, mode.temperature, mode.gate, inplace)
     return rule
+
+
+_BATCH_NORM_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+_BATCH_NORM_DEFAULTS = dict(weight=None, bias=None, training=False, momentum=0.1, eps=1e-5)
+_ADDS = (torch.Tensor.__iadd__, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.add, torch.add)
 
 
 _POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
@@ -88,6 +99,9 @@ class ExcitationMode(TorchFunctionMode):
         super().__init__()
         self.temperature, self.gate = temperature, gate
         self.pool_temperature, self.soft_maxpool, self.strict = pool_temperature, soft_maxpool, strict
+        # How the tensor just produced can be recomputed without saving it: (tensor, its version, the
+        # inference-mode batch_norm arguments it came from, tensors added to it since); see recipe_of.
+        self.recipe = None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -95,9 +109,29 @@ class ExcitationMode(TorchFunctionMode):
         # Calls whose input needs no gradient have no backward to change: skip the surrogate's cost.
         if rule is not None and torch.is_grad_enabled() and args[0].requires_grad:
             return rule(self, args, kwargs)
+        recipe, self.recipe = self.recipe, None  # only the very next call may extend or use it
         if func in UNSUPPORTED_FUNCTIONS:
             return self.unsupported(getattr(func, "__name__", repr(func)), func, args, kwargs)
-        return func(*args, **kwargs)
+        extends = (recipe is not None and func in _ADDS and len(args) == 2 and not kwargs and args[0] is recipe[0]
+                   and args[0]._version == recipe[1] and isinstance(args[1], torch.Tensor))
+        out = func(*args, **kwargs)
+        if not (torch.is_grad_enabled() and isinstance(out, torch.Tensor) and out.requires_grad):
+            return out
+        if func is F.batch_norm:
+            bound = {**_BATCH_NORM_DEFAULTS, **dict(zip(_BATCH_NORM_ARGS, args)), **kwargs}
+            if not bound["training"] and bound["running_mean"] is not None:  # running statistics: recomputable
+                self.recipe = (out, out._version, bound, ())
+        elif extends and out.shape == args[0].shape and out.dtype == args[0].dtype:
+            self.recipe = (out, out._version, recipe[2], recipe[3] + (args[1],))
+        return out
+
+    def recipe_of(self, z: torch.Tensor):
+        """``(batch_norm arguments, addends)`` if ``z`` is, unchanged since, an inference-mode batch norm's output
+        plus the addends, made by the calls just before this one; else None (the gate itself is then saved)."""
+        recipe, self.recipe = self.recipe, None
+        if recipe is None or recipe[0] is not z or z._version != recipe[1]:
+            return None
+        return recipe[2], recipe[3]
 
     def unsupported(self, name: str, func, args, kwargs):
         if self.strict:

@@ -26,12 +26,15 @@ class _RecordPreactivations(TorchFunctionMode):
 
 
 @torch.no_grad()
-def preactivations(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """The pre-activation z of every ReLU call in ``model(x)``, in call order; each (N, ...) like its layer."""
+def preactivations(model: nn.Module, x: torch.Tensor, return_output: bool = False):
+    """The pre-activation z of every ReLU call in ``model(x)``, in call order; each (N, ...) like its layer.
+
+    With ``return_output``, returns ``(zs, model(x))`` from that one forward pass.
+    """
     store: list[torch.Tensor] = []
     with _RecordPreactivations(store):
-        model(x)
-    return store
+        output = model(x)
+    return (store, output) if return_output else store
 
 
 def gate_patterns(model: nn.Module, x: torch.Tensor, temperature: float | None = None,

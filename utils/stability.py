@@ -29,7 +29,7 @@ from torch.overrides import TorchFunctionMode
 
 from .excitation import RELU_FUNCTIONS
 from .gates import Gate, check_temperature, get_gate, hard_gate
-from .gating import _RecordPreactivations, gate_patterns, input_kernel, kernel_from_patterns, preactivations
+from .gating import gate_patterns, input_kernel, kernel_from_patterns, preactivations
 from .imagenette_net import PoolResNet
 
 
@@ -284,9 +284,7 @@ def cross_gating_rows(model_s: nn.Module, models_t: list[nn.Module], x: torch.Te
     total = torch.zeros(K, 0, dtype=torch.float64)
     g = get_gate(gate)
     for sl in _chunks(N, chunk_size):
-        store: list[torch.Tensor] = []
-        with _RecordPreactivations(store):
-            logits = model_s(x[sl])
+        store, logits = preactivations(model_s, x[sl], return_output=True)
         own_pred[sl], own_true[sl] = logits.argmax(1), logits.gather(1, labels[sl, None])[:, 0].double()
         for k, temperature in enumerate(temperatures):
             gs = [hard_gate(z) if temperature is None else g(z / check_temperature(temperature)) for z in store]

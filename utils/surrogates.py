@@ -11,11 +11,29 @@ input" would be overwritten by the next call).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
-from .gates import Gate
+from .gates import Gate, sigmoid_gate
+
+
+def flush_tiny_(w: torch.Tensor) -> torch.Tensor:
+    """Set entries of a non-negative weight tensor (a gate, a softmax weight) below ``sqrt(finfo.tiny)`` to 0,
+    in place: 1.1e-19 in float32, 1.5e-154 in float64, far below anything that shows in a sum with the
+    other paths. Without it the soft gates of very negative pre-activations are subnormal floats, or make
+    subnormal gradients when multiplied, and subnormal operands slowed ResNet50's convolution backward on
+    CPU about two-fold (a vanilla gradient never meets them: its gates are exactly 0 or 1). Above the
+    cutoff, a product with a gradient of size at least the cutoff stays a normal float."""
+    return F.threshold_(w, math.sqrt(torch.finfo(w.dtype).tiny), 0.0)
+
+
+def gate_of_scaled_(u: torch.Tensor, gate: Gate) -> torch.Tensor:
+    """``gate(u)`` for a fresh tensor ``u`` we own, tiny gates flushed (:func:`flush_tiny_`); computed in place
+    when the gate is the sigmoid: on CPU a new activation-sized tensor costs more than the elementwise work."""
+    return flush_tiny_(u.sigmoid_() if gate is sigmoid_gate else gate(u).clone())
 
 
 class SoftGateReLU(torch.autograd.Function):
@@ -27,7 +45,7 @@ class SoftGateReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, temperature: float, gate: Gate, inplace: bool):
-        ctx.save_for_backward(gate(z * (1.0 / temperature)))
+        ctx.save_for_backward(gate_of_scaled_(z * (1.0 / temperature), gate))
         if inplace:
             ctx.mark_dirty(z)
             return torch.relu_(z)
@@ -37,6 +55,37 @@ class SoftGateReLU(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         (g,) = ctx.saved_tensors
         return grad_out * g, None, None, None
+
+
+class SoftGateReLUAfterBatchNorm(torch.autograd.Function):
+    """:class:`SoftGateReLU` for ``z = batch_norm(c) + a_1 + ... + a_m`` (inference-mode batch norm, then
+    zero or more additions, as in a residual block), saving no gate tensor.
+
+    The batch norm's own backward already keeps its input ``c``, its statistics and affine parameters persist
+    anyway, and a residual addend is usually the block input, which the next convolution keeps. Saving
+    references to them and recomputing ``z`` in the backward pass (the same kernels on the same tensors, so the
+    same values) gives the same gate without the activation-sized tensor :class:`SoftGateReLU` keeps per call.
+    Saved tensors are version-checked by autograd: an in-place change to any of them raises, never misleads.
+    """
+
+    @staticmethod
+    def forward(ctx, z, c, running_mean, running_var, weight, bias, eps: float, temperature: float, gate: Gate,
+                inplace: bool, *addends):
+        ctx.save_for_backward(c, running_mean, running_var, weight, bias, *addends)
+        ctx.eps, ctx.temperature, ctx.gate = eps, temperature, gate
+        if inplace:
+            ctx.mark_dirty(z)
+            return torch.relu_(z)
+        return torch.relu(z)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        c, running_mean, running_var, weight, bias, *addends = ctx.saved_tensors
+        z = F.batch_norm(c, running_mean, running_var, weight, bias, False, 0.0, ctx.eps)
+        for a in addends:
+            z += a
+        g = gate_of_scaled_(z.mul_(1.0 / ctx.temperature), ctx.gate)
+        return g.mul_(grad_out), *(None,) * (9 + len(addends))
 
 
 def pool_geometry(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool):
@@ -113,18 +162,22 @@ class SoftMaxPool2d(torch.autograd.Function):
         padded, geometry = pad_for_windows(x, *ctx.pool)
         slots = [padded[index] for index in window_slots(geometry)]  # views, no copies
         inv_t = 1.0 / ctx.temperature
-        # Unnormalised softmax weights e_k, stabilised by the window max the forward pass found.
-        exps = [torch.sub(v, hard).mul_(inv_t).exp_() for v in slots]
+
+        def exp_weight(v):  # unnormalised softmax weight e_k, stabilised by the window max the forward found
+            return flush_tiny_(torch.sub(v, hard).mul_(inv_t).exp_())
+
         total, weighted = torch.zeros_like(hard), torch.zeros_like(hard)
-        for v, e in zip(slots, exps):
+        for v in slots:
+            e = exp_weight(v)
             total += e
             weighted.addcmul_(v, e)
         # d/dx_k sum_j x_j s_j = s_k (1 + (x_k - p) / T) with p = sum_j x_j s_j and s_k = e_k / Z;
         # x_k - p is formed first: at small T, x_k / T - p / T would cancel catastrophically.
+        # The e_k are recomputed rather than kept: k*k output-sized tensors were the peak of the backward.
         scale = grad_out / total
         pooled = weighted.div_(total)
         grid = torch.zeros_like(padded)
-        for index, v, e in zip(window_slots(geometry), slots, exps):
-            grid[index] += torch.sub(v, pooled).mul_(inv_t).add_(1.0).mul_(e).mul_(scale)
+        for index, v in zip(window_slots(geometry), slots):
+            grid[index] += torch.sub(v, pooled).mul_(inv_t).add_(1.0).mul_(exp_weight(v)).mul_(scale)
         grad = crop_padding(grid, geometry)
         return (grad.squeeze(0) if unbatched else grad), None, None, None, None, None, None
