@@ -36,6 +36,14 @@ def gate_of_scaled_(u: torch.Tensor, gate: Gate) -> torch.Tensor:
     return flush_tiny_(u.sigmoid_() if gate is sigmoid_gate else gate(u).clone())
 
 
+def _relu(ctx, z: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """The unchanged ReLU forward of the surrogates; an in-place call marks its input dirty, as autograd asks."""
+    if inplace:
+        ctx.mark_dirty(z)
+        return torch.relu_(z)
+    return torch.relu(z)
+
+
 class SoftGateReLU(torch.autograd.Function):
     """``relu(z)`` whose backward multiplies by ``gate(z / T)`` instead of ``1[z > 0]``.
 
@@ -46,10 +54,7 @@ class SoftGateReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: torch.Tensor, temperature: float, gate: Gate, inplace: bool):
         ctx.save_for_backward(gate_of_scaled_(z * (1.0 / temperature), gate))
-        if inplace:
-            ctx.mark_dirty(z)
-            return torch.relu_(z)
-        return torch.relu(z)
+        return _relu(ctx, z, inplace)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
@@ -73,10 +78,7 @@ class SoftGateReLUAfterBatchNorm(torch.autograd.Function):
                 inplace: bool, *addends):
         ctx.save_for_backward(c, running_mean, running_var, weight, bias, *addends)
         ctx.eps, ctx.temperature, ctx.gate = eps, temperature, gate
-        if inplace:
-            ctx.mark_dirty(z)
-            return torch.relu_(z)
-        return torch.relu(z)
+        return _relu(ctx, z, inplace)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
