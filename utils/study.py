@@ -32,7 +32,7 @@ a cross-gated pass 15 ms (at 128px 19/25/20 ms, at 160px 34/45/33 ms). The s x t
 checkpoints, hard and soft, ``2 S^2`` cross-gated passes per image, so S = 9 checkpoints (0, 0.25, 0.5,
 0.75, 1, 2, 4, 8, 16: every quarter over the first epoch, then doubling) and 500 val images. The
 kernels take ``N + 2 M`` gate passes and ``2 N M units`` multiply-adds per checkpoint, so a 1,000-image
-train subset (100 per class) and three checkpoints (0, 1, 16). Measured: 28 minutes for the whole default study
+train subset (100 per class) and three checkpoints (0, 1, 16). Measured: 30 minutes for the whole default study
 (``timings.csv`` has seconds per piece).
 """
 from __future__ import annotations
