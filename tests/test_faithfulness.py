@@ -1,7 +1,6 @@
 """Attribution adapters and faithfulness metrics: exact on models whose answers we know, and the
 properties the evaluation relies on on the bundled model."""
 import copy
-import csv
 import os
 import subprocess
 import sys
@@ -16,10 +15,11 @@ from torch import nn
 
 from conftest import randomize_batchnorm
 from utils import excitation_pullback, load_model, vanilla_gradient
-from utils.evaluate import SMOKE, Settings, bootstrap_ci, evaluation_images, read_csv, run, summarise
+from utils.evaluate import SMOKE, Settings, evaluation_images, read_csv, run, summarise
+from utils.stats import bootstrap_ci, spearman
 from utils.explainers import METHODS, attribute, attribute_many, explain, gradcam_layer
 from utils.faithfulness import (cascading_randomisation, deletion_insertion, faithfulness_correlation, infidelity,
-                                noisy_baseline, patch_subsets, pixel_order, pixel_relevance, spearman)
+                                noisy_baseline, patch_subsets, pixel_order, pixel_relevance)
 from utils.imagenette_net import PoolResNet
 
 REPO = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ from utils.gating import excitation_kernel, gate_patterns, input_kernel
 from utils.imagenette_net import PoolResNet
 from utils.stability import (GateMismatchError, cross_gated_logits, cross_gated_predictions, cross_gating_matrices,
                              cross_gating_rows,
-                             cross_gating_metrics, excitation_kernel_chunked, excitation_kernels, gate_jaccard,
+                             cross_gating_metrics, excitation_kernels, gate_jaccard,
                              gates_of, jaccard_matrix, kernel_knn_accuracy, kernel_knn_predict, list_checkpoints,
                              load_checkpoint, penultimate_features, predictions, random_gates_like)
 
@@ -250,23 +250,11 @@ def test_knn_k_changes_the_answer_and_ties_go_to_larger_similarity():
     assert kernel_knn_predict(kernel, torch.tensor([0, 1, 0, 0, 0, 1]), 2).tolist() == [0]
 
 
-def test_chunked_kernel_matches_excitation_kernel():
-    model, x, y = tiny(dtype=torch.float64), images(5, dtype=torch.float64), images(3, dtype=torch.float64, seed=7)
-    for temperature in (None, 0.3):
-        for normalise in (True, False):
-            torch.testing.assert_close(excitation_kernel_chunked(model, x, None, temperature, normalise=normalise,
-                                                                 chunk_size=2),
-                                       excitation_kernel(model, x, None, temperature, normalise=normalise))
-            torch.testing.assert_close(excitation_kernel_chunked(model, x, y, temperature, normalise=normalise,
-                                                                 chunk_size=2),
-                                       excitation_kernel(model, x, y, temperature, normalise=normalise))
-
-
-def test_shared_pass_kernels_match_chunked_kernel():
+def test_blockwise_kernels_match_excitation_kernel():
     model, x, y = tiny(dtype=torch.float64), images(5, dtype=torch.float64), images(7, dtype=torch.float64, seed=7)
     hard, soft = excitation_kernels(model, x, y, (None, 0.3), chunk_size=2, block_size=3)
-    torch.testing.assert_close(hard, excitation_kernel_chunked(model, x, y, None), rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(soft, excitation_kernel_chunked(model, x, y, 0.3), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(hard, excitation_kernel(model, x, y, None, normalise=True), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(soft, excitation_kernel(model, x, y, 0.3, normalise=True), rtol=1e-12, atol=1e-14)
     assert not torch.allclose(hard, soft)
     (single,) = excitation_kernels(tiny(), x.float(), y.float(), (0.3,), chunk_size=4, block_size=2)
     torch.testing.assert_close(single, soft, rtol=1e-4, atol=1e-7)  # float32 Gram products

@@ -75,7 +75,7 @@ def test_tables_match_the_library_and_their_invariants(setup, baseline):
 
     # Against the library on the same images, recomputed here: rows are gate sources, columns weights.
     cfg = st["config"]
-    rows = study._read_rows(out / "val_images.csv")
+    rows = study.read_csv(out / "val_images.csv")
     x = torch.stack([load_image(setup["data"] / r["path"], 32) for r in rows])
     y = torch.tensor([int(r["label"]) for r in rows])
     models = [load_checkpoint(setup["main"] / f"epoch_{e:05.2f}.pt") for e in cfg["epochs"]]

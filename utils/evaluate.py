@@ -24,7 +24,6 @@ options.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import os
@@ -39,8 +38,10 @@ from tqdm.auto import tqdm
 from .data import IMAGENETTE_TO_IMAGENET, data_root_from_env, imagenette_files, load_image
 from .explainers import METHODS, attribute_many
 from .faithfulness import (cascading_randomisation, deletion_insertion, faithfulness_correlation, infidelity,
-                           pixel_relevance, spearman)
+                           pixel_relevance)
 from .models import BUNDLED, load_model
+from .records import check_settings, read_csv, write_csv
+from .stats import bootstrap_ci, spearman
 
 REPO = Path(__file__).resolve().parent.parent
 CONTROL = "random"  # attributions drawn from N(0, 1): what a score means when it carries no information
@@ -145,41 +146,6 @@ def _distributed() -> tuple[int, int, torch.device]:
     return (dist.get_rank() if world > 1 else 0), world, device
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    partial.replace(path)  # atomic: a resumed run never reads half a batch
-
-
-def read_csv(path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _check_config(out: Path, settings: Settings) -> None:
-    config = out / "config.json"
-    wanted = json.loads(json.dumps(dataclasses.asdict(settings)))
-    if config.exists():
-        found = json.loads(config.read_text())
-        if found != wanted:
-            diff = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
-            raise ValueError(f"{out} holds results made with other settings {diff} (stored, requested); "
-                             "use another --out or delete it")
-    else:
-        config.write_text(json.dumps(wanted, indent=1))
-
-
-def bootstrap_ci(values: torch.Tensor, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap 95% confidence interval of the mean of ``values`` (1-D)."""
-    idx = torch.randint(len(values), (resamples, len(values)), generator=torch.Generator().manual_seed(seed))
-    means = values[idx].mean(1)
-    low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=means.dtype)).tolist()
-    return low, high
-
-
 def summarise(scores: list[dict]) -> list[dict]:
     """Mean, bootstrap 95% CI and count per (method, metric); NaN scores (e.g. constant maps) are dropped."""
     groups: dict[tuple[str, str], list[float]] = {}
@@ -206,7 +172,7 @@ def run(settings: Settings, data_root, out, progress: bool = True) -> list[dict]
     parts = out / "parts"
     if rank == 0:
         parts.mkdir(parents=True, exist_ok=True)
-        _check_config(out, settings)
+        check_settings(out, dataclasses.asdict(settings))
     if world > 1:
         dist.barrier()
     unknown = set(settings.methods) - set(METHODS)
@@ -234,7 +200,7 @@ def run(settings: Settings, data_root, out, progress: bool = True) -> list[dict]
         for row in rows:
             index, path, label = batch[row.pop("row")]
             row.update(image=index, file=Path(path).name, label=label)
-        _write_csv(parts / f"batch_{b:04d}.csv", [{k: r[k] for k in ("image", "file", "label", "method", "metric",
+        write_csv(parts / f"batch_{b:04d}.csv", [{k: r[k] for k in ("image", "file", "label", "method", "metric",
                                                                      "value")} for r in rows])
         with open(out / f"timing_rank{rank}.csv", "a") as f:
             f.write(f"{b},{time.perf_counter() - started:.1f}\n")
@@ -246,9 +212,9 @@ def run(settings: Settings, data_root, out, progress: bool = True) -> list[dict]
     if missing:
         raise RuntimeError(f"batches {missing} have no results in {parts}")
     scores = [row for b in range(len(batches)) for row in read_csv(parts / f"batch_{b:04d}.csv")]
-    _write_csv(out / "scores.csv", scores)
+    write_csv(out / "scores.csv", scores)
     summary = summarise(scores)
-    _write_csv(out / "summary.csv", summary)
+    write_csv(out / "summary.csv", summary)
     return summary
 
 
@@ -280,6 +246,14 @@ def main(argv=None):
     if summary is not None:
         print(format_summary(summary))
         print(f"scores and summary in {out}")
+
+
+def load_results(results_dir=REPO / "results" / "faithfulness") -> dict[str, dict]:
+    """Every finished evaluation under ``results_dir`` (one folder per run, e.g. ``bundled``), from its files
+    alone: name -> ``{"config": settings dict, "summary": summary rows, "scores": per-image rows}``."""
+    return {folder.name: {"config": json.loads((folder / "config.json").read_text()),
+                          "summary": read_csv(folder / "summary.csv"), "scores": read_csv(folder / "scores.csv")}
+            for folder in sorted(Path(results_dir).iterdir()) if (folder / "summary.csv").exists()}
 
 
 def short_metric(metric: str) -> str:

@@ -20,6 +20,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from .pullback import frozen
+from .stats import pearson
 
 
 def pixel_relevance(attribution: torch.Tensor) -> torch.Tensor:
@@ -117,11 +118,6 @@ def patch_subsets(n: int, height: int, width: int, runs: int, patches: int, patc
     return masks.view(n, runs, height, width).bool()
 
 
-def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
-    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-30)
-
-
 def faithfulness_correlation(model: nn.Module, images: torch.Tensor, target: torch.Tensor,
                              relevances: dict[str, torch.Tensor], generator: torch.Generator, runs: int = 32,
                              patches: int = 32, patch: int = 8, batch_size: int = 64) -> dict[str, torch.Tensor]:
@@ -145,7 +141,8 @@ def faithfulness_correlation(model: nn.Module, images: torch.Tensor, target: tor
     index = torch.cat([target, target.repeat_interleave(runs)])
     scores = logits.gather(1, index[:, None])[:, 0]
     drop = scores[:n, None] - scores[n:].view(n, runs)
-    return {name: _pearson((subsets * r[:, None]).sum((2, 3)), drop) for name, r in relevances.items()}
+    # A map whose subset sums are all equal (e.g. all zero) carries no information: correlation 0, not NaN.
+    return {name: pearson((subsets * r[:, None]).sum((2, 3)), drop).nan_to_num(0.0) for name, r in relevances.items()}
 
 
 def noisy_baseline(sigma: float, generator: torch.Generator) -> Callable:
@@ -180,14 +177,6 @@ def infidelity(model: nn.Module, images: torch.Tensor, target: torch.Tensor, att
         per_chunk = images.shape[0] * max(1, min(samples, 64 // images.shape[0]))
         return captum_infidelity(model, perturb, images, attribution, target=target, n_perturb_samples=samples,
                                  max_examples_per_batch=per_chunk, normalize=True)
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation per row of (N, ...) tensors (Pearson correlation of ranks)."""
-    def ranks(v):
-        v = v.flatten(1)
-        return torch.argsort(torch.argsort(v, dim=1), dim=1).to(torch.float64)
-    return _pearson(ranks(a), ranks(b))
 
 
 def _parameterised_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

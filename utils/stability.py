@@ -11,8 +11,7 @@ kernel, Eq. 23). Given checkpoints ``s, t`` of one run we measure
   linear in its input (Eq. 7), so this separates "which paths are open" from "what the weights are";
 * a control, random hard gates with the same sparsity (:func:`random_gates_like`), so that high numbers
   mean something;
-* how good a classifier the kernels are (:func:`kernel_knn_accuracy` with :func:`excitation_kernel_chunked`
-  or :func:`excitation_kernels`, :func:`utils.gating.input_kernel`, or the cosine of :func:`penultimate_features`).
+* how good a classifier the kernels are (:func:`kernel_knn_accuracy` with :func:`excitation_kernels`, :func:`utils.gating.input_kernel`, or the cosine of :func:`penultimate_features`).
 
 Every ReLU *call* is one gating site, as in :mod:`utils.gating`. All functions run models in eval mode
 and batch their inputs in chunks of ``chunk_size`` to bound memory.
@@ -29,8 +28,9 @@ from torch.overrides import TorchFunctionMode
 
 from .excitation import RELU_FUNCTIONS
 from .gates import Gate, check_temperature, get_gate, hard_gate
-from .gating import gate_patterns, input_kernel, kernel_from_patterns, preactivations
+from .gating import input_kernel, preactivations
 from .imagenette_net import PoolResNet
+from .stats import pearson
 
 
 class GateMismatchError(ValueError):
@@ -324,7 +324,7 @@ def cross_gating_metrics(pred: torch.Tensor, true: torch.Tensor, own_pred: torch
     """
     labels = labels.long()
     return {"accuracy": (pred == labels).double().mean(-1),
-            "correlation": _pearson(true.double(), own_true.double().expand_as(true)),
+            "correlation": pearson(true.double(), own_true.double().expand_as(true)),
             "agreement": (pred == own_pred).double().mean(-1)}
 
 
@@ -361,42 +361,7 @@ def cross_gating_matrices(models: list[nn.Module], x: torch.Tensor, labels: torc
     return {**metrics, "own_accuracy": (own_pred == labels.long()).double().mean(-1)}
 
 
-def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation along the last dimension."""
-    a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
-    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
-
-
 # --- kernel classifiers -------------------------------------------------------------------------
-
-@torch.no_grad()
-def excitation_kernel_chunked(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None,
-                              temperature: float | None = 0.3, gate: str | Gate = "sigmoid",
-                              normalise: bool = True, chunk_size: int = 50) -> torch.Tensor:
-    """:func:`utils.gating.excitation_kernel` (Eq. 23, ``K(x, x') = <x, x'> prod_l <gate_l(x), gate_l(x')>``)
-    computed block by block, so that only ``2 * chunk_size`` inputs' gates are held at once.
-
-    Exact blockwise because each factor (cosine or raw) depends only on the pair. Costs
-    ``ceil(N / c) * (1 + ceil(M / c))`` forward passes of ``c = chunk_size`` inputs (about half when
-    ``y`` is None: the symmetric blocks are mirrored).
-
-    Returns:
-        (N, M) float64, x (N, ...) against y (M, ...) (default x).
-    """
-    _require_eval(model)
-    symmetric = y is None
-    y = x if symmetric else y
-    kernel = torch.empty(len(x), len(y), dtype=torch.float64)
-    for i in _chunks(len(x), chunk_size):
-        gx = gate_patterns(model, x[i], temperature, gate)
-        for j in _chunks(len(y), chunk_size):
-            if symmetric and j.start < i.start:
-                kernel[i, j] = kernel[j, i].T
-                continue
-            gy = gx if symmetric and j == i else gate_patterns(model, y[j], temperature, gate)
-            kernel[i, j] = kernel_from_patterns(x[i], y[j], gx, gy, normalise)
-    return kernel
-
 
 @torch.no_grad()
 def excitation_kernels(model: nn.Module, x: torch.Tensor, y: torch.Tensor, temperatures=(None, 0.3),
@@ -404,8 +369,8 @@ def excitation_kernels(model: nn.Module, x: torch.Tensor, y: torch.Tensor, tempe
     """Cosine-form excitation kernels (Eq. 23) of x against y, one per temperature, from shared forward passes.
 
     ``K_T(x, x') = cos(x, x') * prod_l cos(gate_l(x), gate_l(x'))`` with hard gates for T = None and
-    ``gate(z / T)`` otherwise: the same values as :func:`excitation_kernel_chunked` with ``normalise=True``,
-    but each forward pass serves every temperature, the gates of a block of ``block_size`` x-inputs are kept
+    ``gate(z / T)`` otherwise: the values of :func:`utils.gating.excitation_kernel` with ``normalise=True``,
+    computed block by block so that each forward pass serves every temperature, the gates of a block of ``block_size`` x-inputs are kept
     while all of y streams past (``N + ceil(N / block_size) * M`` forward passes instead of about
     ``N * M / chunk_size``), and the per-layer Gram products run in x's dtype (float32 for the study: ~1e-6
     relative error per factor, against float64 in :func:`utils.gating.kernel_from_patterns`).
@@ -477,7 +442,7 @@ def kernel_knn_accuracy(kernel_val_train: torch.Tensor, train_labels: torch.Tens
     """Top-1 accuracy of the k-nearest-neighbour classifier defined by a kernel (higher = more similar).
 
     How good a classifier a kernel is: for the excitation kernel (Eq. 23, hard or soft gates, e.g. from
-    :func:`excitation_kernel_chunked`), the input kernel (:func:`utils.gating.input_kernel`) or the
+    :func:`excitation_kernels`), the input kernel (:func:`utils.gating.input_kernel`) or the
     cosine of :func:`penultimate_features`. ``kernel_val_train`` is (N_val, N_train); labels (N_train,),
     (N_val,). Ties: see :func:`kernel_knn_predict`.
     """

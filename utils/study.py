@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 
 from .data import data_root_from_env, imagenette_files, load_image
 from .gating import input_kernel
+from .records import check_settings, read_csv, write_csv
 from .stability import (cross_gated_predictions, cross_gating_metrics, cross_gating_rows, excitation_kernels,
                         jaccard_matrix, kernel_knn_predict, list_checkpoints, load_checkpoint, penultimate_features)
 
@@ -140,29 +141,16 @@ class _Run:
 
     @cached_property
     def val(self):
-        return self._decode(_read_rows(self.out / "val_images.csv"))
+        return self._decode(read_csv(self.out / "val_images.csv"))
 
     @cached_property
     def train(self):
-        return self._decode(_read_rows(self.out / "train_images.csv"))
+        return self._decode(read_csv(self.out / "train_images.csv"))
 
     def bar(self, names, desc):
         done = sum((self.parts / f"{n}.npz").exists() for n in names)
         return tqdm(names, desc=desc, disable=not self.progress,
                     postfix={"already done": done} if done else None)
-
-
-def _check_config(out: Path, cfg: dict) -> None:
-    path = out / "config.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = {k: (old.get(k), cfg[k]) for k in MEASUREMENT_KEYS if old.get(k) != cfg[k]}
-        if diff:
-            raise ValueError(f"{out} holds results made with other settings {diff} (old, new): "
-                             "use another --out or delete it")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(cfg, indent=1) + "\n")
 
 
 def run_study(data=None, checkpoints=REPO / "data" / "checkpoints" / "seed0",
@@ -184,11 +172,11 @@ def run_study(data=None, checkpoints=REPO / "data" / "checkpoints" / "seed0",
     cfg = {"images": images, "seed": seed, "resolution": resolution, "temperature": temperature, "gate": "sigmoid",
            "epochs": epochs, "kernel_epochs": sorted(float(e) for e in kernel_epochs), "kernel_train": kernel_train,
            "knn_k": list(KNN_K), "checkpoints": _shown(checkpoints), "control": _shown(control)}
-    _check_config(out, cfg)
+    check_settings(out, cfg, MEASUREMENT_KEYS)
     run = _Run(cfg, data, checkpoints, control, out, progress)
     for name, files in (("val_images", seeded_subset(data, "val", images, seed)),
                         ("train_images", seeded_subset(data, "train", kernel_train, seed, balanced=True))):
-        _write_rows(out / f"{name}.csv", [{"path": Path(p).relative_to(data).as_posix(), "label": y} for p, y in files])
+        write_csv(out / f"{name}.csv", [{"path": Path(p).relative_to(data).as_posix(), "label": y} for p, y in files])
     T, c = temperature, chunk_size
     main = lambda: [run.model("main", e) for e in epochs]  # noqa: E731 - loaded only if a piece needs them
 
@@ -271,19 +259,12 @@ def _write_matrix(path: Path, m, rows, columns, corner: str = "gates from s \\ w
             w.writerow([label] + [f"{v:.6f}" for v in values])
 
 
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
-
-
 def write_tables(out, cfg: dict) -> None:
     """Assemble the CSVs in ``out`` from its ``parts/`` (cheap; rerun whenever pieces were added)."""
     out, epochs = Path(out), cfg["epochs"]
     S = len(epochs)
     nan = float("nan")
-    labels = torch.tensor([int(r["label"]) for r in _read_rows(out / "val_images.csv")])
+    labels = torch.tensor([int(r["label"]) for r in read_csv(out / "val_images.csv")])
     rows = [_load(out, f"row_s{_tag(e)}") for e in epochs]
     own_pred, own_true = torch.stack([r["own_pred"] for r in rows]), torch.stack([r["own_true"] for r in rows])
     own_acc = (own_pred == labels).double().mean(-1)
@@ -324,7 +305,7 @@ def write_tables(out, cfg: dict) -> None:
             for key, name in (("accuracy", "accuracy"), ("correlation", "pearson"), ("agreement", "agreement")):
                 row[f"control_{kind}_{name}"] = nan if sm is None else sm[key].item()
         controls.append(row)
-    _write_rows(out / "controls.csv", controls)
+    write_csv(out / "controls.csv", controls, decimals=6)
 
     knn = []
     base = _load(out, "kernel_input")
@@ -337,7 +318,7 @@ def write_tables(out, cfg: dict) -> None:
                 knn.append({"epoch": e, "kernel": kernel, "k": k, "accuracy": (pred[i] == labels).double().mean().item(),
                             "agreement_with_model": (pred[i] == model_pred).double().mean().item(),
                             "model_accuracy": (model_pred == labels).double().mean().item()})
-    _write_rows(out / "kernel_knn.csv", knn)
+    write_csv(out / "kernel_knn.csv", knn, decimals=6)
 
     final = S - 1
     summary = []
@@ -360,12 +341,7 @@ def write_tables(out, cfg: dict) -> None:
             hit = [r["accuracy"] for r in knn if r["epoch"] == e and r["kernel"] == kernel and r["k"] == KNN_K[0]]
             row[f"knn{KNN_K[0]}_{kernel}"] = hit[0] if hit else nan
         summary.append(row)
-    _write_rows(out / "summary.csv", summary)
-
-
-def _read_rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    write_csv(out / "summary.csv", summary, decimals=6)
 
 
 # --- reading back and plotting --------------------------------------------------------------------------
@@ -401,9 +377,9 @@ def load_study(results_dir=REPO / "results" / "stability") -> dict:
              "jaccard_vs_final_by_site": _read_matrix(out / "jaccard_vs_final_by_site.csv")[0],
              "cross": {kind: {m: _read_matrix(out / f"cross_{kind}_{m}.csv")[0]
                               for m in ("accuracy", "pearson", "agreement")} for kind in ("hard", "soft")},
-             "kernel_knn": [_numbers(r) for r in _read_rows(out / "kernel_knn.csv")],
-             "summary": [_numbers(r) for r in _read_rows(out / "summary.csv")]}
-    controls = [_numbers(r) for r in _read_rows(out / "controls.csv")]
+             "kernel_knn": [_numbers(r) for r in read_csv(out / "kernel_knn.csv")],
+             "summary": [_numbers(r) for r in read_csv(out / "summary.csv")]}
+    controls = [_numbers(r) for r in read_csv(out / "controls.csv")]
     study["controls"] = {k: np.array([r[k] for r in controls], dtype=float) for k in controls[0]}
     timings: dict[str, float] = {}
     if (out / "timings.csv").exists():
