@@ -1,12 +1,17 @@
 """Cost of excitation pullbacks against plain input gradients, printed as ratios.
 
-    python benchmarks/overhead.py [--models resnet50 vgg11_bn densenet121] [--batch 8] [--repeats 5]
+    python benchmarks/overhead.py [--models resnet50 vgg11_bn densenet121 bundled] [--batch 8] [--repeats 5]
 
-For each architecture (random weights: cost does not depend on their values), batch 8 at
-224x224, it times three ways of getting an input-space vector field, interleaved in one process:
+For each architecture, batch 8 at 224x224, it times three ways of getting an input-space vector
+field, interleaved in one process:
 - ``plain``: a hand-written autograd input gradient with frozen parameters (the yardstick);
 - ``vanilla_gradient`` (ours);
 - ``excitation_pullback`` (ours, T = 0.3, soft max-pool).
+The torchvision architectures run with random weights on random inputs (ImageNet weights cannot be
+downloaded everywhere). Values matter to the CPU only through slow floating-point paths (subnormal
+numbers, overflowing exponentials), which the surrogates steer clear of; ``bundled`` checks this on a
+trained network and real images: the bundled Imagenette model on the first val images of
+``IMAGENETTE_ROOT`` (random inputs if it is unset).
 Peak memory is the rise of the resident set size during the call over the resident size just
 before it, sampled every half millisecond by a thread, each method in a fresh subprocess whose
 allocator returns large blocks to the system at once (``MALLOC_MMAP_THRESHOLD_``), so that
@@ -32,6 +37,8 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from utils import excitation_pullback, vanilla_gradient  # noqa: E402
+from utils.data import data_root_from_env, imagenette_files, load_image  # noqa: E402
+from utils.models import bundled_model  # noqa: E402
 
 METHODS = ("plain", "vanilla_gradient", "excitation_pullback")
 
@@ -48,9 +55,17 @@ RUN = {"plain": plain, "vanilla_gradient": vanilla_gradient, "excitation_pullbac
 
 
 def build(name: str, batch: int, size: int):
+    """``(model, inputs)``: a torchvision architecture with random weights on random inputs, or, for
+    ``"bundled"``, the trained bundled model on Imagenette val images (if ``IMAGENETTE_ROOT`` is set)."""
     torch.manual_seed(0)
-    model = torchvision.models.get_model(name, weights=None).eval()
-    return model, torch.randn(batch, 3, size, size)
+    if name != "bundled":
+        return torchvision.models.get_model(name, weights=None).eval(), torch.randn(batch, 3, size, size)
+    root = data_root_from_env()
+    if root is None:
+        return bundled_model().eval(), torch.rand(batch, 3, size, size) * 2 - 1
+    files = imagenette_files(root, "val")
+    return bundled_model().eval(), torch.stack([load_image(files[i][0], size) for i in
+                                                range(0, len(files), len(files) // batch)][:batch])
 
 
 def rss_mib() -> float:
@@ -102,7 +117,7 @@ def measure_time(name: str, batch: int, size: int, repeats: int) -> dict[str, fl
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["resnet50", "vgg11_bn", "densenet121"])
+    parser.add_argument("--models", nargs="+", default=["resnet50", "vgg11_bn", "densenet121", "bundled"])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=5)

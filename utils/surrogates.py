@@ -30,10 +30,30 @@ def flush_tiny_(w: torch.Tensor) -> torch.Tensor:
     return F.threshold_(w, math.sqrt(torch.finfo(w.dtype).tiny), 0.0)
 
 
+def _exponent_floor(dtype: torch.dtype) -> float:
+    """An exponent below ``log(sqrt(tiny))``: its exp, and any smaller, :func:`flush_tiny_` sets to 0."""
+    return math.log(math.sqrt(torch.finfo(dtype).tiny)) - 1.0
+
+
+def exp_flushed_(u: torch.Tensor) -> torch.Tensor:
+    """``exp(u)`` in place for a fresh tensor ``u <= 0`` we own, tiny values flushed (:func:`flush_tiny_`).
+
+    Exponents are first raised to :func:`_exponent_floor`, which changes no result (their exp is flushed either
+    way) but keeps exp off subnormal outputs: on CPU those made it up to 20 times slower, as on a trained VGG's
+    pools, where a window's max can exceed the rest by many temperatures."""
+    return flush_tiny_(u.clamp_min_(_exponent_floor(u.dtype)).exp_())
+
+
 def gate_of_scaled_(u: torch.Tensor, gate: Gate) -> torch.Tensor:
     """``gate(u)`` for a fresh tensor ``u`` we own, tiny gates flushed (:func:`flush_tiny_`); computed in place
-    when the gate is the sigmoid: on CPU a new activation-sized tensor costs more than the elementwise work."""
-    return flush_tiny_(u.sigmoid_() if gate is sigmoid_gate else gate(u).clone())
+    when the gate is the sigmoid: on CPU a new activation-sized tensor costs more than the elementwise work.
+
+    For the sigmoid, ``u`` is first clamped to [:func:`_exponent_floor`, 40], which changes no gate (below, the gate
+    is flushed either way; above 40 the sigmoid rounds to 1 in float32 and float64) but keeps ``exp(-u)`` off
+    subnormals and overflow, which made the sigmoid several times slower for pre-activations of many temperatures."""
+    if gate is sigmoid_gate:
+        return flush_tiny_(u.clamp_(_exponent_floor(u.dtype), 40.0).sigmoid_())
+    return flush_tiny_(gate(u).clone())
 
 
 def _relu(ctx, z: torch.Tensor, inplace: bool) -> torch.Tensor:
@@ -68,8 +88,9 @@ class SoftGateReLUAfterBatchNorm(torch.autograd.Function):
 
     The batch norm's own backward already keeps its input ``c``, its statistics and affine parameters persist
     anyway, and a residual addend is usually the block input, which the next convolution keeps. Saving
-    references to them and recomputing ``z`` in the backward pass (the same kernels on the same tensors, so the
-    same values) gives the same gate without the activation-sized tensor :class:`SoftGateReLU` keeps per call.
+    references to them and recomputing ``z / T`` in the backward pass (the same kernels on the same tensors, the
+    1 / T folded into the batch norm's affine map) gives the same gate, up to rounding in the last bit, without the
+    activation-sized tensor :class:`SoftGateReLU` keeps per call.
     Saved tensors are version-checked by autograd: an in-place change to any of them raises, never misleads.
     """
 
@@ -83,11 +104,15 @@ class SoftGateReLUAfterBatchNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         c, running_mean, running_var, weight, bias, *addends = ctx.saved_tensors
-        z = F.batch_norm(c, running_mean, running_var, weight, bias, False, 0.0, ctx.eps)
+        # u = z / T straight from the batch norm with its affine map scaled by 1 / T: one pass fewer than
+        # scaling z afterwards (u may differ from z * (1 / T) in the last bit).
+        inv_t = 1.0 / ctx.temperature
+        weight = weight * inv_t if weight is not None else torch.full_like(running_var, inv_t)
+        u = F.batch_norm(c, running_mean, running_var, weight, None if bias is None else bias * inv_t,
+                         False, 0.0, ctx.eps)
         for a in addends:
-            z += a
-        g = gate_of_scaled_(z.mul_(1.0 / ctx.temperature), ctx.gate)
-        return g.mul_(grad_out), *(None,) * (9 + len(addends))
+            u.add_(a, alpha=inv_t)
+        return gate_of_scaled_(u, ctx.gate).mul_(grad_out), *(None,) * (9 + len(addends))
 
 
 def pool_geometry(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool):
@@ -126,9 +151,9 @@ def window_slots(geometry):
 
 
 def crop_padding(grid: torch.Tensor, geometry) -> torch.Tensor:
-    """Inverse of :func:`pad_for_windows` (zeros where it cropped); contiguous, as convolutions' backward wants."""
+    """Inverse of :func:`pad_for_windows`: the unpadded part of ``grid``, zeros where it cropped."""
     left, right, top, bottom = geometry["pads"]
-    return F.pad(grid, (-left, -right, -top, -bottom)).contiguous()
+    return F.pad(grid, (-left, -right, -top, -bottom))
 
 
 def softmax_pool2d(x: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -161,25 +186,72 @@ class SoftMaxPool2d(torch.autograd.Function):
         unbatched = x.dim() == 3
         if unbatched:
             x, hard, grad_out = x.unsqueeze(0), hard.unsqueeze(0), grad_out.unsqueeze(0)
-        padded, geometry = pad_for_windows(x, *ctx.pool)
-        slots = [padded[index] for index in window_slots(geometry)]  # views, no copies
-        inv_t = 1.0 / ctx.temperature
-
-        def exp_weight(v):  # unnormalised softmax weight e_k, stabilised by the window max the forward found
-            return flush_tiny_(torch.sub(v, hard).mul_(inv_t).exp_())
-
-        total, weighted = torch.zeros_like(hard), torch.zeros_like(hard)
-        for v in slots:
-            e = exp_weight(v)
-            total += e
-            weighted.addcmul_(v, e)
-        # d/dx_k sum_j x_j s_j = s_k (1 + (x_k - p) / T) with p = sum_j x_j s_j and s_k = e_k / Z;
-        # x_k - p is formed first: at small T, x_k / T - p / T would cancel catastrophically.
-        # The e_k are recomputed rather than kept: k*k output-sized tensors were the peak of the backward.
-        scale = grad_out / total
-        pooled = weighted.div_(total)
-        grid = torch.zeros_like(padded)
-        for index, v in zip(window_slots(geometry), slots):
-            grid[index] += torch.sub(v, pooled).mul_(inv_t).add_(1.0).mul_(exp_weight(v)).mul_(scale)
-        grad = crop_padding(grid, geometry)
+        grad = softmax_pool2d_backward(x, hard, grad_out, ctx.pool, ctx.temperature)
         return (grad.squeeze(0) if unbatched else grad), None, None, None, None, None, None
+
+
+def softmax_pool2d_backward(x, hard, grad_out, pool, temperature: float, chunk: int = 2 ** 20) -> torch.Tensor:
+    """Gradient w.r.t. ``x`` (N, C, H, W) of the softmax pool, given the hard max pool ``hard`` of ``x`` and the
+    gradient ``grad_out`` w.r.t. the pool's output (both (N, C, H_out, W_out)); ``pool`` = (kernel_size, stride,
+    padding, dilation, ceil_mode) as for ``F.max_pool2d``.
+
+    d/dx_k sum_j x_j s_j = s_k (1 + (x_k - p) / T), with p = sum_j x_j s_j the soft pool and s_k = e_k / Z its
+    weights, e_k = exp((x_k - max) / T) stabilised by the window max the forward pass found; x_k - p is formed as
+    (x_k - max) - (p - max): at small T, x_k / T - p / T would cancel catastrophically.
+
+    Runs over a few (sample, channel) planes at a time, about ``chunk`` window slots each, so that temporaries are
+    small: reused memory rather than fresh pages (page faults on fresh memory made the unchunked backward up to
+    twice as slow on CPU), and in cache.
+    """
+    (h, w), (oh, ow) = x.shape[-2:], hard.shape[-2:]
+    kh, kw = _pair(pool[0])
+    planes, hard, grad_out = x.reshape(-1, 1, h, w), hard.reshape(-1, 1, oh, ow), grad_out.reshape(-1, 1, oh, ow)
+    grad = torch.empty_like(planes)
+    step = max(1, chunk // max(1, kh * kw * oh * ow))
+    for i in range(0, planes.shape[0], step):
+        _softmax_pool2d_backward_planes(planes[i:i + step], hard[i:i + step], grad_out[i:i + step], pool,
+                                        temperature, out=grad[i:i + step])
+    return grad.view(x.shape)
+
+
+def _softmax_pool2d_backward_planes(x, hard, grad_out, pool, temperature: float, out: torch.Tensor) -> None:
+    """:func:`softmax_pool2d_backward` for a (P, 1, H, W) stack of planes, all at once, written into ``out``.
+
+    The window slots are gathered into one slot-major tensor (k*k, P, 1, H_out, W_out), so that everything between
+    the gather and the scatter back runs over contiguous memory: strided views of the input, with a window of 2 as
+    the innermost stride, made each elementwise pass several times slower on CPU.
+    """
+    inv_t = 1.0 / temperature
+    kernel, stride, padding, dilation, _ = (_pair(a) for a in pool)
+    (kh, kw), (oh, ow) = kernel, hard.shape[-2:]
+    d = x.new_empty((kh * kw, *hard.shape))  # x_k - max, slot by slot
+    tiles = (stride == kernel and padding == (0, 0) and dilation == (1, 1)
+             and oh * kh <= x.shape[-2] and ow * kw <= x.shape[-1])
+    if tiles:  # windows tile the input (VGG's pools): one permuted view gathers every slot at once
+        windows = x[..., :oh * kh, :ow * kw].unflatten(-1, (ow, kw)).unflatten(-3, (oh, kh))
+        torch.sub(windows.permute(3, 5, 0, 1, 2, 4), hard, out=d.view(kh, kw, *hard.shape))
+    else:
+        padded, geometry = pad_for_windows(x, *pool)
+        slots = window_slots(geometry)
+        for k, index in enumerate(slots):
+            torch.sub(padded[index], hard, out=d[k])
+
+    e = exp_flushed_(torch.mul(d, inv_t))
+    total, shift = e[0].clone(), torch.mul(d[0], e[0])
+    for k in range(1, kh * kw):
+        total += e[k]
+        shift.addcmul_(d[k], e[k])
+    d.sub_(shift.div_(total))  # x_k - p
+    e.addcmul_(d, e, value=inv_t)  # e_k (1 + (x_k - p) / T)
+    scale = grad_out / total
+
+    if tiles:  # scatter back through the same view
+        if oh * kh < x.shape[-2] or ow * kw < x.shape[-1]:
+            out.zero_()  # rows or columns no window reaches get no gradient
+        grad = out[..., :oh * kh, :ow * kw].unflatten(-1, (ow, kw)).unflatten(-3, (oh, kh))
+        torch.mul(e.view(kh, kw, *hard.shape).permute(2, 3, 4, 0, 5, 1), scale.unsqueeze(-1).unsqueeze(-3), out=grad)
+    else:
+        grid = torch.zeros_like(padded)
+        for k, index in enumerate(slots):
+            grid[index].addcmul_(e[k], scale)
+        out.copy_(crop_padding(grid, geometry))
