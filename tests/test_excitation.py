@@ -440,6 +440,55 @@ def test_relu_after_batch_norm_saves_no_gate_and_gives_the_same_pullback(train_m
         assert saved_hidden - saved_direct == gate_bytes
 
 
+def _gates_saved(model, x, monkeypatch):
+    """How many ReLU calls of one pullback save their gate (instead of recomputing it in the backward pass)."""
+    from utils.surrogates import SoftGateReLU
+
+    calls, apply = [], SoftGateReLU.apply
+    with monkeypatch.context() as patch:
+        patch.setattr(SoftGateReLU, "apply", staticmethod(lambda *args: calls.append(1) or apply(*args)))
+        excitation_pullback(model, x, 0)
+    return len(calls)
+
+
+class LateShortcut(nn.Module):
+    """``relu(bn(conv(x)) + shortcut)`` with the shortcut's conv and batch norm run after the first batch norm
+    (torchvision's Bottleneck with downsample does this); the batch norm output right of an out-of-place sum, or,
+    with ``mutate``, a plain addend changed in place after the sum and before the ReLU."""
+
+    def __init__(self, mutate: bool):
+        super().__init__()
+        self.mutate = mutate
+        self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv_s, self.bn_s = nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(8 * 64, 5)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        s = self.bn_s(self.conv_s(x))
+        if self.mutate:
+            a = s * 1.0
+            z = y + a
+            a.mul_(3.0)  # z is unchanged, but a gate recomputed from y + a would be wrong
+        else:
+            z = s + y
+        return self.fc(self.relu(z).flatten(1))
+
+
+@pytest.mark.parametrize("mutate", [False, True])
+def test_batch_norm_recipe_survives_a_shortcut_and_notices_changed_inputs(mutate, monkeypatch):
+    from conftest import randomize_batchnorm
+
+    torch.manual_seed(1)
+    model = randomize_batchnorm(LateShortcut(mutate)).double().eval()
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    target = torch.tensor([0, 1, 2, 3])
+    assert _gates_saved(model, x, monkeypatch) == (1 if mutate else 0)
+    torch.testing.assert_close(excitation_pullback(model, x, target),
+                               vanilla_gradient(reference_copy(model, 0.3), x, target), rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", ["resnet50", "vgg11_bn", "densenet121"])
 def test_recomputed_gates_on_paper_architectures_equal_saved_gates(paper_architectures, name, monkeypatch):
     from utils.excitation import ExcitationMode
@@ -447,6 +496,9 @@ def test_recomputed_gates_on_paper_architectures_equal_saved_gates(paper_archite
     model = paper_architectures[name]
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     target = torch.tensor([1, 7])
+    # every ReLU after a batch norm recomputes its gate, also after a Bottleneck's downsample shortcut;
+    # only VGG's two classifier ReLUs (after Linear layers) save theirs
+    assert _gates_saved(model, x, monkeypatch) == {"resnet50": 0, "vgg11_bn": 2, "densenet121": 0}[name]
     recomputed, saved_recomputed = excitation_pullback(model, x, target), _saved_bytes(model, x)
     monkeypatch.setattr(ExcitationMode, "recipe_of", lambda self, z: None)  # every ReLU saves its gate
     saved, saved_gates = excitation_pullback(model, x, target), _saved_bytes(model, x)

@@ -42,7 +42,8 @@ def _relu_rule(inplace_default: bool):
 
 _BATCH_NORM_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
 _BATCH_NORM_DEFAULTS = dict(weight=None, bias=None, training=False, momentum=0.1, eps=1e-5)
-_ADDS = (torch.Tensor.__iadd__, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.add, torch.add)
+_INPLACE_ADDS = (torch.Tensor.__iadd__, torch.Tensor.add_)
+_ADDS = (*_INPLACE_ADDS, torch.Tensor.__add__, torch.Tensor.add, torch.add)
 
 
 _POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
@@ -95,13 +96,17 @@ UNSUPPORTED_MODULES = (
 class ExcitationMode(TorchFunctionMode):
     """Routes ReLU and max-pool calls to their surrogates; one instance per forward call."""
 
+    RECIPES_KEPT = 4
+    """How many recent batch-norm outputs stay recomputable: a residual block may run its shortcut's convolution
+    and batch norm between its last batch norm and the addition (torchvision's Bottleneck with downsample)."""
+
     def __init__(self, temperature: float, gate: Gate, pool_temperature: float, soft_maxpool: bool, strict: bool):
         super().__init__()
         self.temperature, self.gate = temperature, gate
         self.pool_temperature, self.soft_maxpool, self.strict = pool_temperature, soft_maxpool, strict
-        # How the tensor just produced can be recomputed without saving it: (tensor, its version, the
-        # inference-mode batch_norm arguments it came from, tensors added to it since); see recipe_of.
-        self.recipe = None
+        # How recent tensors can be recomputed without saving them: id -> (tensor, its version, the inference-mode
+        # batch_norm arguments it came from, tensors added to it since, (tensor, version) of every input used).
+        self.recipes: dict[int, tuple] = {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -109,29 +114,53 @@ class ExcitationMode(TorchFunctionMode):
         # Calls whose input needs no gradient have no backward to change: skip the surrogate's cost.
         if rule is not None and torch.is_grad_enabled() and args[0].requires_grad:
             return rule(self, args, kwargs)
-        recipe, self.recipe = self.recipe, None  # only the very next call may extend or use it
         if func in UNSUPPORTED_FUNCTIONS:
             return self.unsupported(getattr(func, "__name__", repr(func)), func, args, kwargs)
-        extends = (recipe is not None and func in _ADDS and len(args) == 2 and not kwargs and args[0] is recipe[0]
-                   and args[0]._version == recipe[1] and isinstance(args[1], torch.Tensor))
+        extended = None  # (recipe of the batch-norm side, addend), looked up before an in-place add changes it
+        if func in _ADDS and len(args) == 2 and not kwargs and all(isinstance(a, torch.Tensor) for a in args):
+            # an out-of-place sum may have the batch norm on either side, an in-place one only on the left
+            pairs = [(args[0], args[1])] if func in _INPLACE_ADDS else [(args[0], args[1]), (args[1], args[0])]
+            for base, addend in pairs:
+                recipe = self._valid_recipe(base) if addend is not base else None
+                if recipe is not None:
+                    extended = (recipe, addend)
+                    break
         out = func(*args, **kwargs)
         if not (torch.is_grad_enabled() and isinstance(out, torch.Tensor) and out.requires_grad):
             return out
         if func is F.batch_norm:
             bound = {**_BATCH_NORM_DEFAULTS, **dict(zip(_BATCH_NORM_ARGS, args)), **kwargs}
             if not bound["training"] and bound["running_mean"] is not None:  # running statistics: recomputable
-                self.recipe = (out, out._version, bound, ())
-        elif extends and out.shape == args[0].shape and out.dtype == args[0].dtype:
-            self.recipe = (out, out._version, recipe[2], recipe[3] + (args[1],))
+                inputs = [bound[k] for k in ("input", "running_mean", "running_var", "weight", "bias")]
+                self._remember(out, bound, (), tuple((t, t._version) for t in inputs if t is not None))
+        elif extended is not None:
+            (base, _, bound, addends, guards), addend = extended
+            if out.shape == base.shape and out.dtype == base.dtype:
+                self._remember(out, bound, addends + (addend,), guards + ((addend, addend._version),))
         return out
+
+    def _remember(self, out, bound, addends, guards):
+        self.recipes.pop(id(out), None)
+        self.recipes[id(out)] = (out, out._version, bound, addends, guards)
+        while len(self.recipes) > self.RECIPES_KEPT:
+            del self.recipes[next(iter(self.recipes))]
+
+    def _valid_recipe(self, z: torch.Tensor):
+        """The recipe of ``z`` if neither ``z`` nor any tensor it was computed from changed since; else None."""
+        recipe = self.recipes.get(id(z))
+        if recipe is None or recipe[0] is not z or z._version != recipe[1]:
+            return None
+        if any(t._version != version for t, version in recipe[4]):
+            return None
+        return recipe
 
     def recipe_of(self, z: torch.Tensor):
         """``(batch_norm arguments, addends)`` if ``z`` is, unchanged since, an inference-mode batch norm's output
-        plus the addends, made by the calls just before this one; else None (the gate itself is then saved)."""
-        recipe, self.recipe = self.recipe, None
-        if recipe is None or recipe[0] is not z or z._version != recipe[1]:
-            return None
-        return recipe[2], recipe[3]
+        plus the addends, made by recent calls from inputs that did not change since; else None (the gate itself is
+        then saved)."""
+        recipe = self._valid_recipe(z)
+        self.recipes.pop(id(z), None)
+        return None if recipe is None else (recipe[2], recipe[3])
 
     def unsupported(self, name: str, func, args, kwargs):
         if self.strict:
