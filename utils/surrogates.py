@@ -222,7 +222,7 @@ def _softmax_pool2d_backward_planes(x, hard, grad_out, pool, temperature: float,
     the innermost stride, made each elementwise pass several times slower on CPU.
     """
     inv_t = 1.0 / temperature
-    kernel, stride, padding, dilation, _ = (_pair(a) for a in pool)
+    kernel, stride, padding, dilation = _pair(pool[0]), _pair(pool[1] or pool[0]), _pair(pool[2]), _pair(pool[3])
     (kh, kw), (oh, ow) = kernel, hard.shape[-2:]
     d = x.new_empty((kh * kw, *hard.shape))  # x_k - max, slot by slot
     tiles = (stride == kernel and padding == (0, 0) and dilation == (1, 1)
