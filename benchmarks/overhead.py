@@ -65,7 +65,7 @@ def build(name: str, batch: int, size: int):
         return bundled_model().eval(), torch.rand(batch, 3, size, size) * 2 - 1
     files = imagenette_files(root, "val")
     return bundled_model().eval(), torch.stack([load_image(files[i][0], size) for i in
-                                                range(0, len(files), len(files) // batch)][:batch])
+                                                range(0, len(files), max(1, len(files) // batch))][:batch])
 
 
 def rss_mib() -> float:

@@ -227,6 +227,24 @@ def test_soft_maxpool_forward_exact_gradient_matches_loop(kernel, stride, paddin
     assert not torch.allclose(surrogate, hard_grad, atol=1e-3)
 
 
+@pytest.mark.parametrize("args", [(2, None, 0, 1, False), (3, 2, 1, 1, True)])
+def test_soft_maxpool_on_unbatched_input_equals_batch_of_one(args):
+    x = torch.randn(3, 9, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    upstream = torch.randn_like(F.max_pool2d(x, *args))
+    kernel, stride, *rest = args
+    grads = []
+    for leaf in (x.clone().requires_grad_(), x.unsqueeze(0).clone().requires_grad_()):
+        out = SoftMaxPool2d.apply(leaf, 0.5, kernel, stride or kernel, *rest)
+        assert torch.equal(out, F.max_pool2d(leaf, *args))
+        (grad,) = torch.autograd.grad((out * upstream.reshape(out.shape)).sum(), leaf)
+        assert grad.shape == leaf.shape
+        grads.append(grad.reshape(x.shape))
+    leaf = x.unsqueeze(0).clone().requires_grad_()
+    (reference,) = torch.autograd.grad((reference_pool(leaf, *args, temperature=0.5) * upstream).sum(), leaf)
+    torch.testing.assert_close(grads[0], reference.squeeze(0), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-13, atol=1e-15)
+
+
 def test_pool_temperature_can_be_set_apart():
     # Pools before ReLUs: no tied maxima (ReLU zeros would tie, and a soft pool splits ties).
     torch.manual_seed(8)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -93,6 +93,15 @@ UNSUPPORTED_MODULES = (
 )
 
 
+class Recipe(NamedTuple):
+    """How a tensor can be recomputed in the backward pass instead of saved."""
+    tensor: torch.Tensor
+    version: int  # of ``tensor`` when the recipe was made
+    batch_norm: dict  # the inference-mode batch_norm call's arguments
+    addends: tuple  # tensors added to the batch norm's output since
+    inputs: tuple  # (tensor, version) of every tensor used: a recipe is valid while none of them changed
+
+
 class ExcitationMode(TorchFunctionMode):
     """Routes ReLU and max-pool calls to their surrogates; one instance per forward call."""
 
@@ -104,9 +113,7 @@ class ExcitationMode(TorchFunctionMode):
         super().__init__()
         self.temperature, self.gate = temperature, gate
         self.pool_temperature, self.soft_maxpool, self.strict = pool_temperature, soft_maxpool, strict
-        # How recent tensors can be recomputed without saving them: id -> (tensor, its version, the inference-mode
-        # batch_norm arguments it came from, tensors added to it since, (tensor, version) of every input used).
-        self.recipes: dict[int, tuple] = {}
+        self.recipes: dict[int, Recipe] = {}  # id of a recent tensor -> its recipe
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -134,23 +141,24 @@ class ExcitationMode(TorchFunctionMode):
                 inputs = [bound[k] for k in ("input", "running_mean", "running_var", "weight", "bias")]
                 self._remember(out, bound, (), tuple((t, t._version) for t in inputs if t is not None))
         elif extended is not None:
-            (base, _, bound, addends, guards), addend = extended
-            if out.shape == base.shape and out.dtype == base.dtype:
-                self._remember(out, bound, addends + (addend,), guards + ((addend, addend._version),))
+            recipe, addend = extended
+            if out.shape == recipe.tensor.shape and out.dtype == recipe.tensor.dtype:
+                self._remember(out, recipe.batch_norm, recipe.addends + (addend,),
+                               recipe.inputs + ((addend, addend._version),))
         return out
 
-    def _remember(self, out, bound, addends, guards):
+    def _remember(self, out, batch_norm, addends, inputs):
         self.recipes.pop(id(out), None)
-        self.recipes[id(out)] = (out, out._version, bound, addends, guards)
+        self.recipes[id(out)] = Recipe(out, out._version, batch_norm, addends, inputs)
         while len(self.recipes) > self.RECIPES_KEPT:
             del self.recipes[next(iter(self.recipes))]
 
     def _valid_recipe(self, z: torch.Tensor):
         """The recipe of ``z`` if neither ``z`` nor any tensor it was computed from changed since; else None."""
         recipe = self.recipes.get(id(z))
-        if recipe is None or recipe[0] is not z or z._version != recipe[1]:
+        if recipe is None or recipe.tensor is not z or z._version != recipe.version:
             return None
-        if any(t._version != version for t, version in recipe[4]):
+        if any(t._version != version for t, version in recipe.inputs):
             return None
         return recipe
 
@@ -160,7 +168,7 @@ class ExcitationMode(TorchFunctionMode):
         then saved)."""
         recipe = self._valid_recipe(z)
         self.recipes.pop(id(z), None)
-        return None if recipe is None else (recipe[2], recipe[3])
+        return None if recipe is None else (recipe.batch_norm, recipe.addends)
 
     def unsupported(self, name: str, func, args, kwargs):
         if self.strict:

@@ -27,12 +27,16 @@ def flush_tiny_(w: torch.Tensor) -> torch.Tensor:
     subnormal gradients when multiplied, and subnormal operands slowed ResNet50's convolution backward on
     CPU about two-fold (a vanilla gradient never meets them: its gates are exactly 0 or 1). Above the
     cutoff, a product with a gradient of size at least the cutoff stays a normal float."""
-    return F.threshold_(w, math.sqrt(torch.finfo(w.dtype).tiny), 0.0)
+    return F.threshold_(w, _flush_cutoff(w.dtype), 0.0)
+
+
+def _flush_cutoff(dtype: torch.dtype) -> float:
+    return math.sqrt(torch.finfo(dtype).tiny)
 
 
 def _exponent_floor(dtype: torch.dtype) -> float:
     """An exponent below ``log(sqrt(tiny))``: its exp, and any smaller, :func:`flush_tiny_` sets to 0."""
-    return math.log(math.sqrt(torch.finfo(dtype).tiny)) - 1.0
+    return math.log(_flush_cutoff(dtype)) - 1.0
 
 
 def exp_flushed_(u: torch.Tensor) -> torch.Tensor:
@@ -183,17 +187,13 @@ class SoftMaxPool2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, hard = ctx.saved_tensors
-        unbatched = x.dim() == 3
-        if unbatched:
-            x, hard, grad_out = x.unsqueeze(0), hard.unsqueeze(0), grad_out.unsqueeze(0)
-        grad = softmax_pool2d_backward(x, hard, grad_out, ctx.pool, ctx.temperature)
-        return (grad.squeeze(0) if unbatched else grad), None, None, None, None, None, None
+        return softmax_pool2d_backward(x, hard, grad_out, ctx.pool, ctx.temperature), None, None, None, None, None, None
 
 
 def softmax_pool2d_backward(x, hard, grad_out, pool, temperature: float, chunk: int = 2 ** 20) -> torch.Tensor:
-    """Gradient w.r.t. ``x`` (N, C, H, W) of the softmax pool, given the hard max pool ``hard`` of ``x`` and the
-    gradient ``grad_out`` w.r.t. the pool's output (both (N, C, H_out, W_out)); ``pool`` = (kernel_size, stride,
-    padding, dilation, ceil_mode) as for ``F.max_pool2d``.
+    """Gradient w.r.t. ``x`` (N, C, H, W) or (C, H, W) of the softmax pool, given the hard max pool ``hard`` of ``x``
+    and the gradient ``grad_out`` w.r.t. the pool's output (both (..., H_out, W_out)); ``pool`` = (kernel_size,
+    stride, padding, dilation, ceil_mode) as for ``F.max_pool2d``.
 
     d/dx_k sum_j x_j s_j = s_k (1 + (x_k - p) / T), with p = sum_j x_j s_j the soft pool and s_k = e_k / Z its
     weights, e_k = exp((x_k - max) / T) stabilised by the window max the forward pass found; x_k - p is formed as
@@ -228,8 +228,7 @@ def _softmax_pool2d_backward_planes(x, hard, grad_out, pool, temperature: float,
     tiles = (stride == kernel and padding == (0, 0) and dilation == (1, 1)
              and oh * kh <= x.shape[-2] and ow * kw <= x.shape[-1])
     if tiles:  # windows tile the input (VGG's pools): one permuted view gathers every slot at once
-        windows = x[..., :oh * kh, :ow * kw].unflatten(-1, (ow, kw)).unflatten(-3, (oh, kh))
-        torch.sub(windows.permute(3, 5, 0, 1, 2, 4), hard, out=d.view(kh, kw, *hard.shape))
+        torch.sub(_tiles(x, kernel, (oh, ow)).permute(3, 5, 0, 1, 2, 4), hard, out=d.view(kh, kw, *hard.shape))
     else:
         padded, geometry = pad_for_windows(x, *pool)
         slots = window_slots(geometry)
@@ -237,10 +236,9 @@ def _softmax_pool2d_backward_planes(x, hard, grad_out, pool, temperature: float,
             torch.sub(padded[index], hard, out=d[k])
 
     e = exp_flushed_(torch.mul(d, inv_t))
-    total, shift = e[0].clone(), torch.mul(d[0], e[0])
-    for k in range(1, kh * kw):
-        total += e[k]
-        shift.addcmul_(d[k], e[k])
+    total, shift = e.sum(0), torch.zeros_like(hard)
+    for d_k, e_k in zip(d, e):  # slot by slot: no slot-major product tensor
+        shift.addcmul_(d_k, e_k)
     d.sub_(shift.div_(total))  # x_k - p
     e.addcmul_(d, e, value=inv_t)  # e_k (1 + (x_k - p) / T)
     scale = grad_out / total
@@ -248,10 +246,16 @@ def _softmax_pool2d_backward_planes(x, hard, grad_out, pool, temperature: float,
     if tiles:  # scatter back through the same view
         if oh * kh < x.shape[-2] or ow * kw < x.shape[-1]:
             out.zero_()  # rows or columns no window reaches get no gradient
-        grad = out[..., :oh * kh, :ow * kw].unflatten(-1, (ow, kw)).unflatten(-3, (oh, kh))
-        torch.mul(e.view(kh, kw, *hard.shape).permute(2, 3, 4, 0, 5, 1), scale.unsqueeze(-1).unsqueeze(-3), out=grad)
+        torch.mul(e.view(kh, kw, *hard.shape).permute(2, 3, 4, 0, 5, 1), scale.unsqueeze(-1).unsqueeze(-3),
+                  out=_tiles(out, kernel, (oh, ow)))
     else:
         grid = torch.zeros_like(padded)
         for k, index in enumerate(slots):
             grid[index].addcmul_(e[k], scale)
         out.copy_(crop_padding(grid, geometry))
+
+
+def _tiles(t: torch.Tensor, kernel, out_size) -> torch.Tensor:
+    """View of ``t`` (P, 1, H, W) as (P, 1, H_out, kh, W_out, kw): window (i, j), slot (a, b) at [..., i, a, j, b]."""
+    (kh, kw), (oh, ow) = kernel, out_size
+    return t[..., :oh * kh, :ow * kw].unflatten(-1, (ow, kw)).unflatten(-3, (oh, kh))
