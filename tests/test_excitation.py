@@ -542,16 +542,26 @@ def test_gates_below_sqrt_tiny_are_flushed_to_zero():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_clamped_gate_and_exp_equal_the_unclamped_formulas(dtype):
-    """The clamps that keep exp off subnormals change no value: below them the result is flushed anyway, and
-    above 40 the sigmoid is 1 in both precisions."""
+    """The clamps that keep exp off subnormals change no value: below them the result is 0 anyway, and above 40
+    the sigmoid is 1 in both precisions; the fused gate-times-gradient agrees with gate, then product."""
     from utils.gates import sigmoid_gate
-    from utils.surrogates import exp_flushed_, flush_tiny_, gate_of_scaled_
+    from utils.surrogates import exp_flushed_, flush_tiny_, gate_of_scaled_, gate_times_
 
     u = torch.cat([torch.linspace(-800, 800, 20001, dtype=dtype), torch.randn(1000, dtype=dtype) * 50,
                    torch.tensor([-math.inf, math.inf, 36.0, 40.0, 41.0, -43.0, -44.0, -45.0], dtype=dtype)])
-    expected = flush_tiny_(torch.sigmoid(u))
+    cutoff = math.sqrt(torch.finfo(dtype).tiny)
+    expected = torch.where(u > math.log(cutoff), torch.sigmoid(u), 0.0)  # zero where the gate is below ~cutoff
     assert torch.equal(gate_of_scaled_(u.clone(), sigmoid_gate), expected)
     assert (expected[u > 40] == 1).all() and (expected == 0).any() and ((expected > 0) & (expected < 1e-18)).any()
+    assert expected[expected > 0].min() >= 0.999 * cutoff and (flush_tiny_(torch.sigmoid(u)) > 0).eq(expected > 0).all()
+
+    grad = torch.randn(u.shape, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    fused = gate_times_(u.clone(), sigmoid_gate, grad)
+    assert torch.equal(fused == 0, expected * grad == 0) and torch.equal(fused[u > 40], grad[u > 40])
+    torch.testing.assert_close(fused, expected * grad, rtol=4 * torch.finfo(dtype).eps, atol=0)
+
     negative = -u.abs()
     assert torch.equal(exp_flushed_(negative.clone()), flush_tiny_(torch.exp(negative)))
-    assert torch.isnan(gate_of_scaled_(torch.tensor([math.nan], dtype=dtype), sigmoid_gate)).all()
+    nan = torch.tensor([math.nan], dtype=dtype)
+    assert torch.isnan(gate_of_scaled_(nan.clone(), sigmoid_gate)).all()
+    assert torch.isnan(gate_times_(nan.clone(), sigmoid_gate, torch.ones_like(nan))).all()

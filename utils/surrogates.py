@@ -44,20 +44,43 @@ def exp_flushed_(u: torch.Tensor) -> torch.Tensor:
 
     Exponents are first raised to :func:`_exponent_floor`, which changes no result (their exp is flushed either
     way) but keeps exp off subnormal outputs: on CPU those made it up to 20 times slower, as on a trained VGG's
-    pools, where a window's max can exceed the rest by many temperatures."""
+    pools, where a window's max can exceed the rest by many temperatures. (Unlike the sigmoid's, torch.exp's CPU
+    kernel is also slow at -inf, 10 times, hence a clamp and a flush here rather than :func:`_zero_tiny_sigmoids_`.)"""
     return flush_tiny_(u.clamp_min_(_exponent_floor(u.dtype)).exp_())
 
 
+_SIGMOID_IS_ONE = 40.0
+"""Above this the sigmoid rounds to 1 in float32 and float64."""
+
+
+def _zero_tiny_sigmoids_(u: torch.Tensor) -> torch.Tensor:
+    """Set ``u <= log(sqrt(tiny))`` to -inf in place, so that the sigmoid gate of ``u`` is exactly 0 where it would
+    be below about ``sqrt(tiny)`` (the rule of :func:`flush_tiny_`, applied to the argument: no pass over the gates).
+    The sigmoid and softplus kernels meet neither subnormals nor a slow path at -inf."""
+    return F.threshold_(u, math.log(_flush_cutoff(u.dtype)), -math.inf)
+
+
 def gate_of_scaled_(u: torch.Tensor, gate: Gate) -> torch.Tensor:
-    """``gate(u)`` for a fresh tensor ``u`` we own, tiny gates flushed (:func:`flush_tiny_`); computed in place
+    """``gate(u)`` for a fresh tensor ``u`` we own, tiny gates set to 0 (:func:`flush_tiny_`); computed in place
     when the gate is the sigmoid: on CPU a new activation-sized tensor costs more than the elementwise work.
 
-    For the sigmoid, ``u`` is first clamped to [:func:`_exponent_floor`, 40], which changes no gate (below, the gate
-    is flushed either way; above 40 the sigmoid rounds to 1 in float32 and float64) but keeps ``exp(-u)`` off
-    subnormals and overflow, which made the sigmoid several times slower for pre-activations of many temperatures."""
+    For the sigmoid, ``u`` is also clamped at 40, which changes no gate but keeps ``exp(-u)`` off subnormals, which
+    made the sigmoid several times slower for pre-activations of many temperatures."""
     if gate is sigmoid_gate:
-        return flush_tiny_(u.clamp_(_exponent_floor(u.dtype), 40.0).sigmoid_())
+        return _zero_tiny_sigmoids_(u).clamp_max_(_SIGMOID_IS_ONE).sigmoid_()
     return flush_tiny_(gate(u).clone())
+
+
+def gate_times_(u: torch.Tensor, gate: Gate, grad: torch.Tensor) -> torch.Tensor:
+    """``gate(u) * grad``, written into ``u`` (a fresh tensor we own, shaped like ``grad``); the gate as in
+    :func:`gate_of_scaled_`.
+
+    For the sigmoid this is one pass of aten's ``softplus_backward`` (the sigmoid is softplus' derivative), which
+    returns ``grad`` itself where ``u > 40``: three elementwise passes fewer than gate, then product."""
+    if gate is sigmoid_gate:
+        return torch.ops.aten.softplus_backward.grad_input(grad, _zero_tiny_sigmoids_(u), 1.0, _SIGMOID_IS_ONE,
+                                                           grad_input=u)
+    return gate_of_scaled_(u, gate).mul_(grad)
 
 
 def _relu(ctx, z: torch.Tensor, inplace: bool) -> torch.Tensor:
@@ -116,7 +139,7 @@ class SoftGateReLUAfterBatchNorm(torch.autograd.Function):
                          False, 0.0, ctx.eps)
         for a in addends:
             u.add_(a, alpha=inv_t)
-        return gate_of_scaled_(u, ctx.gate).mul_(grad_out), *(None,) * (9 + len(addends))
+        return gate_times_(u, ctx.gate, grad_out), *(None,) * (9 + len(addends))
 
 
 def pool_geometry(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool):
