@@ -10,8 +10,8 @@ field, interleaved in one process:
 The torchvision architectures run with random weights on random inputs (ImageNet weights cannot be
 downloaded everywhere). Values matter to the CPU only through slow floating-point paths (subnormal
 numbers, overflowing exponentials), which the surrogates steer clear of; ``bundled`` checks this on a
-trained network and real images: the bundled Imagenette model on the first val images of
-``IMAGENETTE_ROOT`` (random inputs if it is unset).
+trained network and real images: the bundled Imagenette model on val images of ``IMAGENETTE_ROOT``
+(the first of each class met by the paper's seeded loader; random inputs if it is unset).
 Peak memory is the rise of the resident set size during the call over the resident size just
 before it, sampled every half millisecond by a thread, each method in a fresh subprocess whose
 allocator returns large blocks to the system at once (``MALLOC_MMAP_THRESHOLD_``), so that
@@ -37,7 +37,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from utils import excitation_pullback, vanilla_gradient  # noqa: E402
-from utils.data import data_root_from_env, imagenette_files, load_image  # noqa: E402
+from utils.data import data_root_from_env, first_per_class, load_image  # noqa: E402
 from utils.models import bundled_model  # noqa: E402
 
 METHODS = ("plain", "vanilla_gradient", "excitation_pullback")
@@ -63,9 +63,8 @@ def build(name: str, batch: int, size: int):
     root = data_root_from_env()
     if root is None:
         return bundled_model().eval(), torch.rand(batch, 3, size, size) * 2 - 1
-    files = imagenette_files(root, "val")
-    return bundled_model().eval(), torch.stack([load_image(files[i][0], size) for i in
-                                                range(0, len(files), max(1, len(files) // batch))][:batch])
+    paths = first_per_class(root, classes=tuple(range(10)), per_class=-(-batch // 10))[:batch]
+    return bundled_model().eval(), torch.stack([load_image(p, size) for p in paths])
 
 
 def rss_mib() -> float:

@@ -32,10 +32,10 @@ def _relu_rule(inplace_default: bool):
         inplace = bool(args[1]) if len(args) > 1 else bool(kwargs.get("inplace", inplace_default))
         recipe = mode.recipe_of(z)
         if recipe is not None:
-            bn, addends = recipe
+            bn = recipe.batch_norm
             return SoftGateReLUAfterBatchNorm.apply(
                 z, bn["input"], bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], float(bn["eps"]),
-                mode.temperature, mode.gate, inplace, *addends)
+                mode.temperature, mode.gate, inplace, *recipe.addends)
         return SoftGateReLU.apply(z, mode.temperature, mode.gate, inplace)
     return rule
 
@@ -162,13 +162,13 @@ class ExcitationMode(TorchFunctionMode):
             return None
         return recipe
 
-    def recipe_of(self, z: torch.Tensor):
-        """``(batch_norm arguments, addends)`` if ``z`` is, unchanged since, an inference-mode batch norm's output
-        plus the addends, made by recent calls from inputs that did not change since; else None (the gate itself is
-        then saved)."""
+    def recipe_of(self, z: torch.Tensor) -> Recipe | None:
+        """The :class:`Recipe` of ``z`` if ``z`` is, unchanged since, an inference-mode batch norm's output plus
+        addends, made by recent calls from inputs that did not change since; else None (the gate itself is then
+        saved). Used once: the recipe is forgotten."""
         recipe = self._valid_recipe(z)
         self.recipes.pop(id(z), None)
-        return None if recipe is None else (recipe.batch_norm, recipe.addends)
+        return recipe
 
     def unsupported(self, name: str, func, args, kwargs):
         if self.strict:

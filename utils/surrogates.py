@@ -34,9 +34,13 @@ def _flush_cutoff(dtype: torch.dtype) -> float:
     return math.sqrt(torch.finfo(dtype).tiny)
 
 
+def _log_flush_cutoff(dtype: torch.dtype) -> float:
+    return math.log(_flush_cutoff(dtype))
+
+
 def _exponent_floor(dtype: torch.dtype) -> float:
     """An exponent below ``log(sqrt(tiny))``: its exp, and any smaller, :func:`flush_tiny_` sets to 0."""
-    return math.log(_flush_cutoff(dtype)) - 1.0
+    return _log_flush_cutoff(dtype) - 1.0
 
 
 def exp_flushed_(u: torch.Tensor) -> torch.Tensor:
@@ -57,7 +61,7 @@ def _zero_tiny_sigmoids_(u: torch.Tensor) -> torch.Tensor:
     """Set ``u <= log(sqrt(tiny))`` to -inf in place, so that the sigmoid gate of ``u`` is exactly 0 where it would
     be below about ``sqrt(tiny)`` (the rule of :func:`flush_tiny_`, applied to the argument: no pass over the gates).
     The sigmoid and softplus kernels meet neither subnormals nor a slow path at -inf."""
-    return F.threshold_(u, math.log(_flush_cutoff(u.dtype)), -math.inf)
+    return F.threshold_(u, _log_flush_cutoff(u.dtype), -math.inf)
 
 
 def gate_of_scaled_(u: torch.Tensor, gate: Gate) -> torch.Tensor:
