@@ -56,3 +56,34 @@ class PoolResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+PLAIN_LAYOUT = (32, "M", 64, "M", 128, "M", 128, 256, "M", 256, 512, "M", 512)
+
+
+class PlainNet(nn.Module):
+    """VGG-style ReLU classifier with no residual connections, for images in [-1, 1].
+
+    ``(N, 3, H, W) -> (N, num_classes)``: 3x3 conv + batch norm + ReLU layers and 2x2 max-pools as
+    listed in ``layout`` ("M" = pool), then global average pooling and one linear layer. A second
+    architecture family next to :class:`PoolResNet`, for cross-model comparisons.
+    """
+
+    def __init__(self, num_classes: int = 10, layout=PLAIN_LAYOUT):
+        super().__init__()
+        layers, channels = [], 3
+        for item in layout:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [*conv_bn(channels, item), nn.ReLU(inplace=True)]
+                channels = item
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+ARCHITECTURES = {"poolresnet": PoolResNet, "plain": PlainNet}

@@ -23,7 +23,7 @@ from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
 from .data import decode_split
-from .imagenette_net import PoolResNet
+from .imagenette_net import ARCHITECTURES
 
 REPO = Path(__file__).resolve().parent.parent
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -84,6 +84,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="Imagenette root with train/ and val/")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="poolresnet")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.1, help="peak SGD learning rate")
     parser.add_argument("--weight-decay", type=float, default=5e-4)
@@ -111,7 +112,7 @@ def main(argv=None):
         train_x, train_y, val_x, val_y = train_x[:args.limit], train_y[:args.limit], val_x[:args.limit], val_y[:args.limit]
 
     torch.manual_seed(args.seed)
-    model = PoolResNet().to(device, memory_format=torch.channels_last)
+    model = ARCHITECTURES[args.arch]().to(device, memory_format=torch.channels_last)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     optimizer = torch.optim.SGD([{"params": decay, "weight_decay": args.weight_decay},
