@@ -2,8 +2,8 @@
 #   make figures   regenerate every figure: execute pullbacks.ipynb in place (paper models when their
 #                  weights download, else the bundled model), writing media/
 #   make test      the test suite and the notebook under nbval, offline on the bundled model
-#   make evaluate  the faithfulness evaluation (python -m utils.evaluate; needs IMAGENETTE_ROOT), resumable
-#   make study     the path-stability study (python -m utils.study; needs IMAGENETTE_ROOT and checkpoints), resumable
+#   make evaluate  the faithfulness evaluation (python -m utils.experiments.faithfulness; needs IMAGENETTE_ROOT), resumable
+#   make study     the path-stability study (python -m utils.experiments.stability; needs IMAGENETTE_ROOT and checkpoints), resumable
 # Set IMAGENETTE_ROOT to a folder with train/ and val/ to use a local Imagenette copy instead of a download.
 
 VENV ?= .venv
@@ -28,10 +28,10 @@ test: install
 	$(PY) -m pytest tests --nbval-lax --nbval-current-env pullbacks.ipynb
 
 evaluate: install
-	$(PY) -m utils.evaluate
+	$(PY) -m utils.experiments.faithfulness
 
 study: install
-	$(PY) -m utils.study
+	$(PY) -m utils.experiments.stability
 
 benchmark: install
 	$(PY) benchmarks/overhead.py

@@ -37,8 +37,8 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from utils import excitation_pullback, vanilla_gradient  # noqa: E402
-from utils.data import data_root_from_env, first_per_class, load_image  # noqa: E402
-from utils.models import bundled_model  # noqa: E402
+from utils.data.imagenette import data_root_from_env, first_per_class, load_image  # noqa: E402
+from utils.models.zoo import bundled_model  # noqa: E402
 
 METHODS = ("plain", "vanilla_gradient", "excitation_pullback")
 

@@ -4,7 +4,7 @@ import torch
 import torchvision
 from torch import nn
 
-from utils.data import data_root_from_env
+from utils.data.imagenette import data_root_from_env
 
 
 def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -1,11 +1,11 @@
 """Excitation pullbacks: soft-gated backward passes for ReLU networks, and what we build on them."""
-from .ascent import pullback_ascent
-from .data import paper_batch
-from .excitation import UnsupportedNonlinearityError, soft_backward
-from .gates import GATES, soft_gate
-from .models import Classifier, Normalize, PretrainedUnavailableError, load_model, paper_targets
-from .pullback import excitation_pullback, vanilla_gradient
-from .surrogates import SoftGateReLU, SoftMaxPool2d, softmax_pool2d
+from .core.ascent import pullback_ascent
+from .data.imagenette import paper_batch
+from .core.excitation import UnsupportedNonlinearityError, soft_backward
+from .core.gates import GATES, soft_gate
+from .models.zoo import Classifier, Normalize, PretrainedUnavailableError, load_model, paper_targets
+from .core.pullback import excitation_pullback, vanilla_gradient
+from .core.surrogates import SoftGateReLU, SoftMaxPool2d, softmax_pool2d
 
 __all__ = [
     "GATES", "Classifier", "Normalize", "PretrainedUnavailableError", "SoftGateReLU", "SoftMaxPool2d",

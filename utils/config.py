@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from .data import DEFAULT_DOWNLOAD_DIR, data_root_from_env, download_imagenette
-from .models import BUNDLED, PAPER_MODELS, PretrainedUnavailableError, default_device, load_model
+from .data.imagenette import DEFAULT_DOWNLOAD_DIR, data_root_from_env, download_imagenette
+from .paths import MEDIA
+from .models.zoo import BUNDLED, PAPER_MODELS, PretrainedUnavailableError, default_device, load_model
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -32,7 +32,7 @@ class Config:
     alpha: float = 20.0
     eps: float = 100.0
     device: torch.device = field(default_factory=default_device)
-    media: Path = REPO / "media"
+    media: Path = MEDIA
 
     @classmethod
     def from_env(cls, **overrides) -> "Config":
@@ -44,7 +44,7 @@ class Config:
             steps=tuple(int(s) for s in env.get("PULLBACK_STEPS", "1,5,10").split(",")),
             temperature=float(env.get("PULLBACK_TEMPERATURE", 0.3)),
             device=torch.device(env["PULLBACK_DEVICE"]) if env.get("PULLBACK_DEVICE") else default_device(),
-            media=Path(env.get("PULLBACK_MEDIA", REPO / "media")),
+            media=Path(env.get("PULLBACK_MEDIA", MEDIA)),
         )
         values.update(overrides)
         return cls(**values)

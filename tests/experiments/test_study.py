@@ -1,4 +1,4 @@
-"""The study command (utils.study): its tables agree with the library, and it resumes exactly."""
+"""The study command (utils.experiments.stability): its tables agree with the library, and it resumes exactly."""
 import json
 import shutil
 from pathlib import Path
@@ -8,18 +8,18 @@ import pytest
 import torch
 from PIL import Image
 
-import utils.study as study
+import utils.experiments.stability as study
 from conftest import randomize_batchnorm
-from utils.data import IMAGENETTE_WNIDS, load_image
-from utils.imagenette_net import PoolResNet
-from utils.stability import cross_gating_matrices, jaccard_matrix, load_checkpoint
+from utils.data.imagenette import IMAGENETTE_WNIDS, load_image
+from utils.models.nets import PoolResNet
+from utils.analysis.stability import cross_gating_matrices, jaccard_matrix, load_checkpoint
 
 SETTINGS = dict(images=12, epochs=(0, 1, 2), kernel_epochs=(0, 2), kernel_train=10, resolution=32, chunk_size=6,
                 progress=False)
 
 
 def _checkpoints(folder: Path, seed: int, epochs) -> Path:
-    """utils.train-style checkpoints: one random PoolResNet drifting further from its start at each epoch."""
+    """utils.experiments.training-style checkpoints: one random PoolResNet drifting further from its start at each epoch."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = randomize_batchnorm(PoolResNet(), seed)

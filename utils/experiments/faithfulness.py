@@ -35,15 +35,15 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from .data import IMAGENETTE_TO_IMAGENET, data_root_from_env, imagenette_files, load_image
-from .explainers import METHODS, attribute_many
-from .faithfulness import (cascading_randomisation, deletion_insertion, faithfulness_correlation, infidelity,
+from ..data.imagenette import IMAGENETTE_TO_IMAGENET, data_root_from_env, imagenette_files, load_image
+from ..analysis.attribution import METHODS, attribute_many
+from ..analysis.faithfulness import (cascading_randomisation, deletion_insertion, faithfulness_correlation, infidelity,
                            pixel_relevance)
-from .models import BUNDLED, load_model
+from ..models.zoo import BUNDLED, load_model
+from ..paths import RESULTS
 from .records import check_settings, read_csv, write_csv
-from .stats import bootstrap_ci, spearman
+from ..analysis.stats import bootstrap_ci, spearman
 
-REPO = Path(__file__).resolve().parent.parent
 CONTROL = "random"  # attributions drawn from N(0, 1): what a score means when it carries no information
 LOWER_IS_BETTER = {"deletion_auc", "infidelity"}
 # Guided Grad-CAM is available but not in the default run: its metrics cost ~8% of the time budget.
@@ -241,14 +241,14 @@ def main(argv=None):
     if "methods" in chosen:
         chosen["methods"] = tuple(chosen["methods"])
     settings = Settings(**chosen)
-    out = Path(args.out or REPO / "results" / "faithfulness" / (settings.model + ("-smoke" if args.smoke else "")))
+    out = Path(args.out or RESULTS / "faithfulness" / (settings.model + ("-smoke" if args.smoke else "")))
     summary = run(settings, args.data, out)
     if summary is not None:
         print(format_summary(summary))
         print(f"scores and summary in {out}")
 
 
-def load_results(results_dir=REPO / "results" / "faithfulness") -> dict[str, dict]:
+def load_results(results_dir=RESULTS / "faithfulness") -> dict[str, dict]:
     """Every finished evaluation under ``results_dir`` (one folder per run, e.g. ``bundled``), from its files
     alone: name -> ``{"config": settings dict, "summary": summary rows, "scores": per-image rows}``."""
     return {folder.name: {"config": json.loads((folder / "config.json").read_text()),

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from utils import pullback_ascent, vanilla_gradient
-from utils.ascent import ascent_step, project_l2
+from utils.core.ascent import ascent_step, project_l2
 
 
 def small_cnn(seed=0):

@@ -22,11 +22,10 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
-from .data import decode_split
-from .imagenette_net import ARCHITECTURES
+from ..data.imagenette import decode_split
+from ..models.nets import ARCHITECTURES
+from ..paths import CHECKPOINTS, WEIGHTS
 
-REPO = Path(__file__).resolve().parent.parent
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # Training resolution of each epoch; the last ones at the 224px the figures use.
 RESOLUTIONS = (112,) * 6 + (128,) * 6 + (160,) * 2 + (224,) * 2
 EARLY_FRACTIONS = (0.25, 0.5, 0.75)  # extra checkpoints within each of the first two epochs
@@ -92,7 +91,7 @@ def main(argv=None):
     parser.add_argument("--resolutions", type=int, nargs="+", default=list(RESOLUTIONS),
                         help="training resolution of each epoch (their count is the epoch count)")
     parser.add_argument("--checkpoints", default=None, help="checkpoint folder (default data/checkpoints/seed<seed>)")
-    parser.add_argument("--out", default=str(WEIGHTS_DIR), help="where the final weights and log go")
+    parser.add_argument("--out", default=str(WEIGHTS), help="where the final weights and log go")
     parser.add_argument("--limit", type=int, default=None, help="use only this many train/val images (smoke runs)")
     parser.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
     parser.add_argument("--threads", type=int, default=None)
@@ -101,7 +100,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    ckpt_dir = Path(args.checkpoints or REPO / "data" / "checkpoints" / f"seed{args.seed}")
+    ckpt_dir = Path(args.checkpoints or CHECKPOINTS / f"seed{args.seed}")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,15 +7,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import randomize_batchnorm
-from utils.gating import excitation_kernel, gate_patterns, input_kernel
-from utils.imagenette_net import PoolResNet
-from utils.stability import (GateMismatchError, cross_gated_logits, cross_gated_predictions, cross_gating_matrices,
+from utils.analysis.gating import excitation_kernel, gate_patterns, input_kernel
+from utils.models.nets import PoolResNet
+from utils.paths import CHECKPOINTS as CHECKPOINTS_ROOT
+from utils.analysis.stability import (GateMismatchError, cross_gated_logits, cross_gated_predictions, cross_gating_matrices,
                              cross_gating_rows,
                              cross_gating_metrics, excitation_kernels, gate_jaccard,
                              gates_of, jaccard_matrix, kernel_knn_accuracy, kernel_knn_predict, list_checkpoints,
                              load_checkpoint, penultimate_features, predictions, random_gates_like)
 
-CHECKPOINTS = Path(__file__).resolve().parent.parent / "data" / "checkpoints" / "seed0"
+CHECKPOINTS = CHECKPOINTS_ROOT / "seed0"
 
 
 class TinyConv(nn.Module):

@@ -50,13 +50,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import data_root_from_env, imagenette_files, load_image
-from .gating import input_kernel
+from ..data.imagenette import data_root_from_env, imagenette_files, load_image
+from ..analysis.gating import input_kernel
+from ..paths import CHECKPOINTS, MEDIA, REPO, RESULTS
 from .records import check_settings, read_csv, write_csv
-from .stability import (cross_gated_predictions, cross_gating_metrics, cross_gating_rows, excitation_kernels,
+from ..analysis.stability import (cross_gated_predictions, cross_gating_metrics, cross_gating_rows, excitation_kernels,
                         jaccard_matrix, kernel_knn_predict, list_checkpoints, load_checkpoint, penultimate_features)
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_EPOCHS = (0, 0.25, 0.5, 0.75, 1, 2, 4, 8, 16)
 DEFAULT_KERNEL_EPOCHS = (0, 1, 16)
 KNN_K = (1, 5, 10)
@@ -153,11 +153,11 @@ class _Run:
                     postfix={"already done": done} if done else None)
 
 
-def run_study(data=None, checkpoints=REPO / "data" / "checkpoints" / "seed0",
-              control=REPO / "data" / "checkpoints" / "seed1", out=REPO / "results" / "stability",
+def run_study(data=None, checkpoints=CHECKPOINTS / "seed0",
+              control=CHECKPOINTS / "seed1", out=RESULTS / "stability",
               images: int = 500, epochs=DEFAULT_EPOCHS, resolution: int = 112, temperature: float = 0.3,
               kernel_epochs=DEFAULT_KERNEL_EPOCHS, kernel_train: int = 1000, seed: int = 0, chunk_size: int = 50,
-              media=REPO / "media" / "stability", progress: bool = True) -> dict:
+              media=MEDIA / "stability", progress: bool = True) -> dict:
     """Compute every missing piece, then write the CSVs (and figures into ``media`` unless None).
 
     Returns :func:`load_study` of ``out``. ``epochs`` / ``kernel_epochs`` must all exist in ``checkpoints``;
@@ -361,7 +361,7 @@ def _numbers(row: dict) -> dict:
     return {k: parse(v) for k, v in row.items()}
 
 
-def load_study(results_dir=REPO / "results" / "stability") -> dict:
+def load_study(results_dir=RESULTS / "stability") -> dict:
     """The study's tables as plain Python / numpy, from the CSVs alone (no checkpoints or images needed).
 
     Returns a dict: ``"config"`` (the settings), ``"epochs"`` (S floats), ``"jaccard"`` (S, S),
@@ -458,7 +458,7 @@ def _heatmap(ax, m: np.ndarray, rows, columns, title: str, xlabel: str, ylabel: 
     plt.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
 
 
-def plot_study(results_dir=REPO / "results" / "stability", media_dir=REPO / "media" / "stability") -> list[Path]:
+def plot_study(results_dir=RESULTS / "stability", media_dir=MEDIA / "stability") -> list[Path]:
     """Draw the study's figures from its CSVs into ``media_dir``; returns the PNG paths.
 
     ``jaccard.png`` (gate overlap s x t, and per ReLU call site against the final checkpoint),
@@ -551,8 +551,8 @@ def _floats(text: str) -> list[float]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="Imagenette root with train/ and val/ (default $IMAGENETTE_ROOT)")
-    parser.add_argument("--checkpoints", default=str(REPO / "data" / "checkpoints" / "seed0"))
-    parser.add_argument("--control", default=str(REPO / "data" / "checkpoints" / "seed1"),
+    parser.add_argument("--checkpoints", default=str(CHECKPOINTS / "seed0"))
+    parser.add_argument("--control", default=str(CHECKPOINTS / "seed1"),
                         help="checkpoints of a run with another seed (missing or partial: uses the epochs it has)")
     parser.add_argument("--images", type=int, default=500, help="seeded Imagenette val images")
     parser.add_argument("--epochs", type=_floats, default=list(DEFAULT_EPOCHS),
@@ -564,8 +564,8 @@ def main(argv=None) -> None:
     parser.add_argument("--temperature", type=float, default=0.3, help="soft gates sigmoid(z / T)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the image subsets and random gates")
     parser.add_argument("--chunk-size", type=int, default=50)
-    parser.add_argument("--out", default=str(REPO / "results" / "stability"))
-    parser.add_argument("--media", default=str(REPO / "media" / "stability"), help="'' to skip the figures")
+    parser.add_argument("--out", default=str(RESULTS / "stability"))
+    parser.add_argument("--media", default=str(MEDIA / "stability"), help="'' to skip the figures")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:

@@ -8,12 +8,13 @@ import torch
 import torchvision
 from torch import nn
 
-from .data import IMAGENETTE_CLASSES, IMAGENETTE_TO_IMAGENET, PAPER_CLASSES
-from .imagenette_net import PoolResNet
+from ..data.imagenette import IMAGENETTE_CLASSES, IMAGENETTE_TO_IMAGENET, PAPER_CLASSES
+from .nets import PoolResNet
+from ..paths import WEIGHTS
 
 PAPER_MODELS = ("resnet50", "vgg11_bn", "densenet121")
 BUNDLED = "bundled"
-BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "bundled_imagenette.pt"
+BUNDLED_WEIGHTS = WEIGHTS / "bundled_imagenette.pt"
 BUNDLED_LOG = BUNDLED_WEIGHTS.with_name("bundled_imagenette_log.csv")
 OSTRICH = 9  # ImageNet index of the paper's extra target
 # For the 10-class bundled model: the animal class no row image belongs to stands in for "ostrich".

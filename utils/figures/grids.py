@@ -8,10 +8,10 @@ import matplotlib.pyplot as plt
 import torch
 from tqdm.auto import tqdm
 
-from .ascent import pullback_ascent
-from .models import Classifier, paper_targets
-from .plotting import as_image, as_signed_map, image_grid
-from .pullback import excitation_pullback, vanilla_gradient
+from ..core.ascent import pullback_ascent
+from ..models.zoo import Classifier, paper_targets
+from .plot import as_image, as_signed_map, image_grid
+from ..core.pullback import excitation_pullback, vanilla_gradient
 
 # (method, kind) -> media subfolder, as the paper names them
 FIGURE_DIRS = {("pullback", "diff"): "pullback_diff", ("pullback", "image"): "pullback",

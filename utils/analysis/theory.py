@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .excitation import MAXPOOL2D_FUNCTIONS, RELU_FUNCTIONS
-from .gates import hard_gate
+from ..core.excitation import MAXPOOL2D_FUNCTIONS, RELU_FUNCTIONS
+from ..core.gates import hard_gate
 
 
 @torch.no_grad()
@@ -101,7 +101,7 @@ def log10(value: float) -> float:
 
 def gradient_agreement(model: nn.Module, x: torch.Tensor, target, temperatures) -> list[float]:
     """Mean cosine similarity between the excitation pullback at each T and the vanilla gradient."""
-    from .pullback import excitation_pullback, vanilla_gradient
+    from ..core.pullback import excitation_pullback, vanilla_gradient
 
     vanilla = vanilla_gradient(model, x, target).flatten(1)
     return [F.cosine_similarity(excitation_pullback(model, x, target, temperature=t).flatten(1), vanilla).mean().item()

@@ -14,6 +14,8 @@ from torchvision.datasets.folder import find_classes, make_dataset
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
+from ..paths import DATA
+
 # torchvision's Imagenette class order (sorted WordNet ids) and the ImageNet-1k index of each.
 IMAGENETTE_WNIDS = (
     "n01440764", "n02102040", "n02979186", "n03000684", "n03028079",
@@ -29,7 +31,7 @@ IMAGENETTE_TO_IMAGENET = (0, 217, 482, 491, 497, 566, 569, 571, 574, 701)
 PAPER_CLASSES = (0, 2, 4, 6, 8)
 
 DATA_ROOT_ENV = "IMAGENETTE_ROOT"
-DEFAULT_DOWNLOAD_DIR = Path(__file__).resolve().parent.parent / "data"
+DEFAULT_DOWNLOAD_DIR = DATA
 
 
 def data_root_from_env() -> Path | None:

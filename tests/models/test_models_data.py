@@ -7,9 +7,9 @@ import torchvision
 from torch.utils.data import DataLoader
 
 from utils import PretrainedUnavailableError, load_model, paper_batch, paper_targets
-from utils.data import IMAGENETTE_CLASSES, IMAGENETTE_TO_IMAGENET, ImagenetteFolder, imagenette_files
-from utils.imagenette_net import PoolResNet
-from utils.models import BUNDLED_WEIGHTS, Normalize, bundled_training_log
+from utils.data.imagenette import IMAGENETTE_CLASSES, IMAGENETTE_TO_IMAGENET, ImagenetteFolder, imagenette_files
+from utils.models.nets import PoolResNet
+from utils.models.zoo import BUNDLED_WEIGHTS, Normalize, bundled_training_log
 
 
 def test_bundled_model_loads_offline_and_backpropagates():

@@ -1,12 +1,12 @@
-"""utils.train: the checkpoints the path-stability study reads, and an exact --resume."""
+"""utils.experiments.training: the checkpoints the path-stability study reads, and an exact --resume."""
 import shutil
 
 import numpy as np
 import torch
 from PIL import Image
 
-from utils.data import IMAGENETTE_WNIDS
-from utils.train import main as train
+from utils.data.imagenette import IMAGENETTE_WNIDS
+from utils.experiments.training import main as train
 
 
 def _fake_imagenette(root):

@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .excitation import RELU_FUNCTIONS
-from .gates import Gate, check_temperature, get_gate, hard_gate
+from ..core.excitation import RELU_FUNCTIONS
+from ..core.gates import Gate, check_temperature, get_gate, hard_gate
 from .gating import input_kernel, preactivations
-from .imagenette_net import PoolResNet
+from ..models.nets import PoolResNet
 from .stats import pearson
 
 

@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from test_excitation import make_zoo
-from utils.figures import ascent_figures, figure_path, temperature_sweep
-from utils.gating import excitation_kernel, gate_patterns, preactivations
-from utils.models import Classifier
-from utils.theory import count_paths, gated_product, gradient_agreement
+from zoo import make_zoo
+from utils.figures.grids import ascent_figures, figure_path, temperature_sweep
+from utils.analysis.gating import excitation_kernel, gate_patterns, preactivations
+from utils.models.zoo import Classifier
+from utils.analysis.theory import count_paths, gated_product, gradient_agreement
 
 
 def test_preactivations_cover_every_relu_call():

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .excitation import RELU_FUNCTIONS
-from .gates import Gate, check_temperature, get_gate, hard_gate
+from ..core.excitation import RELU_FUNCTIONS
+from ..core.gates import Gate, check_temperature, get_gate, hard_gate
 
 
 class _RecordPreactivations(TorchFunctionMode):

@@ -15,14 +15,14 @@ from torch import nn
 
 from conftest import randomize_batchnorm
 from utils import excitation_pullback, load_model, vanilla_gradient
-from utils.evaluate import SMOKE, Settings, evaluation_images, read_csv, run, summarise
-from utils.stats import bootstrap_ci, spearman
-from utils.explainers import METHODS, attribute, attribute_many, explain, gradcam_layer
-from utils.faithfulness import (cascading_randomisation, deletion_insertion, faithfulness_correlation, infidelity,
+from utils.experiments.faithfulness import SMOKE, Settings, evaluation_images, read_csv, run, summarise
+from utils.analysis.stats import bootstrap_ci, spearman
+from utils.analysis.attribution import METHODS, attribute, attribute_many, explain, gradcam_layer
+from utils.analysis.faithfulness import (cascading_randomisation, deletion_insertion, faithfulness_correlation, infidelity,
                                 noisy_baseline, patch_subsets, pixel_order, pixel_relevance)
-from utils.imagenette_net import PoolResNet
+from utils.models.nets import PoolResNet
+from utils.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 class Linear(nn.Module):
@@ -261,7 +261,7 @@ def test_bootstrap_and_summary():
 
 def test_true_attributions_beat_random_and_randomised_models_decorrelate(bundled, data_root):
     picks = evaluation_images(data_root, 8, seed=1)
-    from utils.data import load_image
+    from utils.data.imagenette import load_image
     x = torch.stack([load_image(p, 128) for _, p, _ in picks])
     t = torch.tensor([label for _, _, label in picks])
     ig = pixel_relevance(attribute(bundled, x, t, "integrated_gradients", steps=8))
@@ -281,7 +281,7 @@ def _smoke(out, **changes):
 
 
 def test_evaluation_resumes_without_recomputing(data_root, tmp_path, monkeypatch):
-    import utils.evaluate as evaluate
+    import utils.experiments.faithfulness as evaluate
     settings, out = _smoke(tmp_path / "run")
     calls = []
     real = evaluate.batch_scores
@@ -320,7 +320,7 @@ def test_torchrun_shards_give_the_same_scores(data_root, tmp_path):
     single = tmp_path / "single"
     run(settings, data_root, single, progress=False)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m",
-           "utils.evaluate", "--data", str(data_root), "--out", str(tmp_path / "sharded"), "--smoke", "--images", "4",
+           "utils.experiments.faithfulness", "--data", str(data_root), "--out", str(tmp_path / "sharded"), "--smoke", "--images", "4",
            "--batch", "2", "--size", "64", "--methods", "pullback", "gradient", "--randomisation-images", "3"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     subprocess.run(cmd, check=True, cwd=REPO, env=env, capture_output=True, timeout=300)
@@ -341,7 +341,7 @@ def _assert_same_rows(got: list[dict], want: list[dict]) -> None:
 
 
 def test_compare_uses_paired_differences():
-    from utils.evaluate import compare, paired_difference
+    from utils.experiments.faithfulness import compare, paired_difference
     g = torch.Generator().manual_seed(0)
     spread = torch.randn(60, generator=g, dtype=torch.float64)  # large image-to-image spread
     noise = 0.01 * torch.randn(60, generator=g, dtype=torch.float64)

@@ -20,8 +20,8 @@ from captum.attr import (GuidedBackprop, GuidedGradCam, InputXGradient, Integrat
                          LayerGradCam, NoiseTunnel, Saliency)
 from torch import nn
 
-from .ascent import pullback_ascent
-from .pullback import Target, as_targets, check_inputs, excitation_pullback, frozen, vanilla_gradient
+from ..core.ascent import pullback_ascent
+from ..core.pullback import Target, as_targets, check_inputs, excitation_pullback, frozen, vanilla_gradient
 
 Method = Callable[..., torch.Tensor]
 

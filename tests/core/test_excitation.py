@@ -7,92 +7,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import assert_restored, snapshot
-from references import TorchOps, loop_softmax_pool, reference_copy, reference_pool
+from references import loop_softmax_pool, reference_copy, reference_pool
+from zoo import ZOO, make_zoo
 from utils import (SoftMaxPool2d, UnsupportedNonlinearityError, excitation_pullback, soft_backward,
                    softmax_pool2d, vanilla_gradient)
-from utils.gates import GATES
-from utils.surrogates import softmax_pool2d_backward
+from utils.core.gates import GATES
+from utils.core.surrogates import softmax_pool2d_backward
 
 T = 0.3
 
 
 def cosine(a, b):
     return F.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
-
-
-# ----------------------------------------------------------------------------------------------
-# A zoo of small models: every way a ReLU or max-pool can be called.
-
-class ReusedReLU(nn.Module):
-    """One ReLU module called three times, residual sum, as torchvision's BasicBlock does."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
-        self.conv2, self.bn2 = nn.Conv2d(4, 3, 3, padding=1), nn.BatchNorm2d(3)
-        self.relu = nn.ReLU()
-        self.fc = nn.Linear(3 * 8 * 8, 5)
-
-    def forward(self, x):
-        y = self.relu(self.bn1(self.conv1(x)))
-        y = self.relu(self.bn2(self.conv2(y)) + x)
-        return self.fc(self.relu(y - 0.1).flatten(1))
-
-
-class InplaceReLU(nn.Sequential):
-    def __init__(self):
-        super().__init__(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
-                         nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(4 * 64, 5))
-
-
-class FunctionalReLU(nn.Module):
-    """F.relu, F.relu(inplace=True), torch.relu, torch.relu_, Tensor.relu inside forward."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = TorchOps()
-        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
-        self.fc = nn.Linear(4 * 64, 5)
-
-    def forward(self, x):
-        y = self.ops.relu(self.conv1(x))
-        y = self.ops.relu(self.conv2(y) - 0.05, inplace=True)
-        y = self.ops.torch_relu(self.conv2(y) + 0.05)
-        y = self.ops.relu_(self.conv2(y) - 0.02)
-        return self.fc(self.ops.tensor_relu(self.conv2(y) + 0.1).flatten(1))
-
-
-class Pools(nn.Module):
-    """ReLU then max-pool with padding, stride != kernel, dilation, ceil_mode; module and functional."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = TorchOps()
-        self.conv1, self.conv2 = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
-        self.relu = nn.ReLU(inplace=True)
-        self.pool1 = nn.MaxPool2d(3, stride=2, padding=1)  # 13 -> 7
-        self.pool2 = nn.MaxPool2d(2, stride=1, dilation=2)  # 7 -> 5
-        self.pool3 = nn.MaxPool2d(2, stride=2, ceil_mode=True)  # 5 -> 3
-        self.fc = nn.Linear(6 * 2 * 2, 5)
-
-    def forward(self, x):
-        y = self.pool1(self.relu(self.conv1(x)))
-        y = self.pool2(self.relu(self.conv2(y)))
-        y = self.pool3(y)
-        y = self.ops.max_pool2d(y, 3, 2, 1, ceil_mode=True)  # 3 -> 2
-        return self.fc(y.flatten(1))
-
-
-ZOO = {"reused": (ReusedReLU, 8), "inplace": (InplaceReLU, 8), "functional": (FunctionalReLU, 8), "pools": (Pools, 13)}
-
-
-def make_zoo(name, dtype=torch.float64):
-    from conftest import randomize_batchnorm
-
-    torch.manual_seed(1)
-    cls, size = ZOO[name]
-    model = randomize_batchnorm(cls()).to(dtype).eval()
-    return model, torch.randn(3, 3, size, size, dtype=dtype)
 
 
 @pytest.mark.parametrize("name", ZOO)
@@ -460,7 +386,7 @@ def test_relu_after_batch_norm_saves_no_gate_and_gives_the_same_pullback(train_m
 
 def _gates_saved(model, x, monkeypatch):
     """How many ReLU calls of one pullback save their gate (instead of recomputing it in the backward pass)."""
-    from utils.surrogates import SoftGateReLU
+    from utils.core.surrogates import SoftGateReLU
 
     calls, apply = [], SoftGateReLU.apply
     with monkeypatch.context() as patch:
@@ -509,7 +435,7 @@ def test_batch_norm_recipe_survives_a_shortcut_and_notices_changed_inputs(mutate
 
 @pytest.mark.parametrize("name", ["resnet50", "vgg11_bn", "densenet121"])
 def test_recomputed_gates_on_paper_architectures_equal_saved_gates(paper_architectures, name, monkeypatch):
-    from utils.excitation import ExcitationMode
+    from utils.core.excitation import ExcitationMode
 
     model = paper_architectures[name]
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
@@ -525,8 +451,8 @@ def test_recomputed_gates_on_paper_architectures_equal_saved_gates(paper_archite
 
 
 def test_gates_below_sqrt_tiny_are_flushed_to_zero():
-    from utils.gates import sigmoid_gate
-    from utils.surrogates import SoftGateReLU
+    from utils.core.gates import sigmoid_gate
+    from utils.core.surrogates import SoftGateReLU
 
     # At T = 0.3: u = -60 gives a gate of 8.7e-27 and u = -46.7 one of 5.2e-21, below the float32 cutoff
     # sqrt(tiny) = 1.1e-19; times a gradient of 1e-18 either would be a subnormal float. u = -40 gives 4.2e-18.
@@ -544,8 +470,8 @@ def test_gates_below_sqrt_tiny_are_flushed_to_zero():
 def test_clamped_gate_and_exp_equal_the_unclamped_formulas(dtype):
     """The clamps that keep exp off subnormals change no value: below them the result is 0 anyway, and above 40
     the sigmoid is 1 in both precisions; the fused gate-times-gradient agrees with gate, then product."""
-    from utils.gates import sigmoid_gate
-    from utils.surrogates import exp_flushed_, flush_tiny_, gate_of_scaled_, gate_times_
+    from utils.core.gates import sigmoid_gate
+    from utils.core.surrogates import exp_flushed_, flush_tiny_, gate_of_scaled_, gate_times_
 
     u = torch.cat([torch.linspace(-800, 800, 20001, dtype=dtype), torch.randn(1000, dtype=dtype) * 50,
                    torch.tensor([-math.inf, math.inf, 36.0, 40.0, 41.0, -43.0, -44.0, -45.0], dtype=dtype)])

@@ -19,7 +19,7 @@ from captum.metrics import infidelity as captum_infidelity
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from .pullback import frozen
+from ..core.pullback import frozen
 from .stats import pearson
 
 

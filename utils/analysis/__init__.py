@@ -1,0 +1,1 @@
+"""Measurements on networks: gating patterns, kernels, theory checks, path stability, attribution metrics."""

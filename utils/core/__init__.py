@@ -1,0 +1,1 @@
+"""The method: soft gates, surrogate backward functions, call interception, pullbacks and ascent."""

@@ -1,0 +1,1 @@
+"""Imagenette: class tables, image files, the paper's seeded batch."""

@@ -1,0 +1,1 @@
+"""Figures: plot primitives and one module per figure family."""
