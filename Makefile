@@ -1,18 +1,21 @@
-# Two entry points; each creates .venv and installs requirements.txt into it on first use.
-#   make figures   regenerate every figure: execute pullbacks.ipynb in place (paper models when their
-#                  weights download, else the bundled model), writing media/
-#   make test      the test suite and the notebook under nbval, offline on the bundled model
-#   make evaluate  the faithfulness evaluation (python -m utils.experiments.faithfulness; needs IMAGENETTE_ROOT), resumable
-#   make study     the path-stability study (python -m utils.experiments.stability; needs IMAGENETTE_ROOT and checkpoints), resumable
-# Set IMAGENETTE_ROOT to a folder with train/ and val/ to use a local Imagenette copy instead of a download.
+# Entry points; each creates .venv and installs what it needs into it on first use.
+#   make figures    regenerate every figure: execute pullbacks.ipynb in place, writing media/ (the paper's models
+#                   when their weights download, else the bundled model; offline it uses data/examples/)
+#   make test       the test suite and the notebook under nbval (bundled model; no data or network needed)
+#   make evaluate   the faithfulness evaluation (needs the full Imagenette: IMAGENETTE_ROOT), resumable
+#   make study      the path-stability study (needs IMAGENETTE_ROOT and training checkpoints), resumable
+#   make benchmark  time and memory of the pullback against a plain input gradient
+# IMAGENETTE_ROOT: a folder with train/<wnid>/ and val/<wnid>/; with it set, `make test` also runs the tests
+# that read the full dataset.
 
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: figures test evaluate study benchmark install clean
+.PHONY: figures test evaluate study benchmark install install-test clean
 
 install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +23,16 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-figures: install
-	$(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 pullbacks.ipynb
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt
+	touch $@
 
-test: install
-	PULLBACK_MODELS=$${PULLBACK_MODELS:-bundled} PULLBACK_MEDIA=$${PULLBACK_MEDIA:-$(CURDIR)/data/test-media} \
+# Progress bars are left out of the committed outputs (they would show as static widgets).
+figures: install
+	TQDM_DISABLE=1 $(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 pullbacks.ipynb
+
+test: install-test
+	PULLBACK_MODELS=$${PULLBACK_MODELS:-bundled} PULLBACK_MEDIA=$${PULLBACK_MEDIA:-$(CURDIR)/data/test-media} TQDM_DISABLE=1 \
 	$(PY) -m pytest tests --nbval-lax --nbval-current-env pullbacks.ipynb
 
 evaluate: install

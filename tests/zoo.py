@@ -75,3 +75,15 @@ def make_zoo(name, dtype=torch.float64):
     cls, size = ZOO[name]
     model = randomize_batchnorm(cls()).to(dtype).eval()
     return model, torch.randn(3, 3, size, size, dtype=dtype)
+
+
+class TinyImageNet(nn.Module):
+    """Conv, ReLU, max-pool, linear: 1000 logits on 32x32 images, so paper_targets works."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4))
+        self.fc = nn.Linear(4 * 8 * 8, 1000)
+
+    def forward(self, x):
+        return self.fc(self.features(x).flatten(1))

@@ -1,14 +1,28 @@
-"""Excitation pullbacks: soft-gated backward passes for ReLU networks, and what we build on them."""
+"""Excitation pullbacks: soft-gated backward passes for ReLU networks and beyond, and what we build on them."""
 from .core.ascent import pullback_ascent
 from .data.imagenette import paper_batch
 from .core.excitation import UnsupportedNonlinearityError, soft_backward
+from .core.settings import Settings, make_settings
 from .core.gates import GATES, soft_gate
 from .models.zoo import Classifier, Normalize, PretrainedUnavailableError, load_model, paper_targets
 from .core.pullback import excitation_pullback, vanilla_gradient
 from .core.surrogates import SoftGateReLU, SoftMaxPool2d, softmax_pool2d
 
+
+def __getattr__(name):  # Captum and ipywidgets are imported only when what needs them is asked for
+    if name == "ExcitationPullback":
+        from .core.captum_attribution import ExcitationPullback
+
+        return ExcitationPullback
+    if name == "explore":
+        from .figures.explore import explore
+
+        return explore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
-    "GATES", "Classifier", "Normalize", "PretrainedUnavailableError", "SoftGateReLU", "SoftMaxPool2d",
-    "UnsupportedNonlinearityError", "excitation_pullback", "load_model", "paper_batch", "paper_targets",
-    "pullback_ascent", "soft_backward", "soft_gate", "softmax_pool2d", "vanilla_gradient",
+    "GATES", "Classifier", "ExcitationPullback", "Normalize", "PretrainedUnavailableError", "Settings", "SoftGateReLU",
+    "SoftMaxPool2d", "UnsupportedNonlinearityError", "excitation_pullback", "explore", "load_model", "paper_batch", "paper_targets",
+    "make_settings", "pullback_ascent", "soft_backward", "soft_gate", "softmax_pool2d", "vanilla_gradient",
 ]

@@ -3,7 +3,8 @@
 Environment variables (all optional):
     PULLBACK_MODELS       "auto" (default: the paper's three models when their weights download,
                           else the bundled one), or a comma list such as "bundled" or "resnet50,vgg11_bn"
-    IMAGENETTE_ROOT       folder with val/<wnid>/ (default: download Imagenette 160px into data/)
+    IMAGENETTE_ROOT       folder with val/<wnid>/ (default: download Imagenette 160px into data/; offline,
+                          the ten examples in data/examples/, which hold the paper's five images)
     PULLBACK_STEPS        ascent steps to show, e.g. "1,5,10"
     PULLBACK_TEMPERATURE  gate temperature T (default 0.3)
     PULLBACK_DEVICE       "cpu", "cuda", ... (default: CUDA when available)
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .data.imagenette import DEFAULT_DOWNLOAD_DIR, data_root_from_env, download_imagenette
+from .data import imagenette
+from .data.imagenette import DEFAULT_DOWNLOAD_DIR, data_root_from_env, download_imagenette, example_files
 from .paths import MEDIA
 from .models.zoo import BUNDLED, PAPER_MODELS, PretrainedUnavailableError, default_device, load_model
 
@@ -64,11 +66,21 @@ def choose_models(config: Config):
 
 
 def choose_data(config: Config):
-    """The Imagenette root: ``$IMAGENETTE_ROOT`` if set, else a download into ``data/``; returns ``(root, reason)``."""
+    """Where the images come from; returns ``(root, reason)``.
+
+    ``$IMAGENETTE_ROOT`` if set, else a download of Imagenette 160px into ``data/``, else (offline) the
+    ten examples in ``data/examples`` (which hold the paper's five images; a root with ``val/`` only).
+    """
     if config.data_root is not None:
         return Path(config.data_root), f"Imagenette from IMAGENETTE_ROOT={config.data_root}"
     try:
         return download_imagenette(DEFAULT_DOWNLOAD_DIR), f"Imagenette 160px downloaded into {DEFAULT_DOWNLOAD_DIR}"
-    except Exception as error:  # no network: say what to do instead
-        raise RuntimeError(f"Imagenette could not be downloaded ({type(error).__name__}: {error}); "
-                           "point IMAGENETTE_ROOT at a folder holding val/<wnid>/*.JPEG") from error
+    except Exception as error:  # no network: fall back to the examples beside the code
+        failure = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    try:
+        example_files()
+    except FileNotFoundError as missing:
+        raise RuntimeError(f"Imagenette could not be downloaded ({failure}) and {missing}") from missing
+    return imagenette.EXAMPLES, (f"the ten example images in {imagenette.EXAMPLES} (one val image per class, the paper's "
+                                 f"five among them): Imagenette could not be downloaded ({failure}) and IMAGENETTE_ROOT "
+                                 "is unset")

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from zoo import make_zoo
+from zoo import TinyImageNet, make_zoo
 from utils.figures.grids import ascent_figures, figure_path, temperature_sweep
-from utils.analysis.gating import excitation_kernel, gate_patterns, preactivations
+from utils.analysis.gating import excitation_kernel, gate_kernel, gate_patterns, preactivations
 from utils.models.zoo import Classifier
 from utils.analysis.theory import count_paths, gated_product, gradient_agreement
 
@@ -40,6 +40,14 @@ def test_kernel_matches_explicit_per_layer_product():
         assert torch.allclose(cosine.diagonal(), torch.ones(4, dtype=torch.float64))
         per_layer = excitation_kernel(model, x, temperature=temperature, per_layer=True)
         torch.testing.assert_close(per_layer, cosine.sign() * cosine.abs() ** (1 / 3))
+        # The gate factors alone: the explicit product without <x, x'>, as cosines; non-negative.
+        gates_only = explicit / (x @ x.T)
+        g = gates_only.diagonal().sqrt()
+        torch.testing.assert_close(gate_kernel(model, x, temperature=temperature, per_layer=False),
+                                   gates_only / (g[:, None] * g[None, :]))
+        torch.testing.assert_close(gate_kernel(model, x, temperature=temperature),
+                                   (gates_only / (g[:, None] * g[None, :])) ** (1 / 2))
+        assert (gate_kernel(model, x, temperature=temperature) >= 0).all()
 
 
 def test_gate_patterns_hard_and_soft():
@@ -69,20 +77,26 @@ def test_gated_product_is_the_network():
         gated_product(nn.Sequential(nn.Linear(4, 2)), x)
 
 
-def test_gradient_agreement_rises_as_temperature_falls():
+def test_gradient_agreement_rises_as_temperature_falls_per_sample():
     model, x = make_zoo("pools")
     sims = gradient_agreement(model, x, 1, [1.0, 0.1, 1e-9])
-    assert sims[0] < sims[1] < sims[2] and math.isclose(sims[2], 1.0, rel_tol=1e-6)
+    assert sims.shape == (3, 3)
+    assert (sims[0] < sims[1]).all() and (sims[1] < sims[2]).all()
+    torch.testing.assert_close(sims[2], torch.ones(3, dtype=torch.float64), rtol=1e-6, atol=0)
 
 
-class TinyImageNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4))
-        self.fc = nn.Linear(4 * 8 * 8, 1000)
-
-    def forward(self, x):
-        return self.fc(self.features(x).flatten(1))
+def test_gradient_agreement_at_tied_maxima_needs_hard_pools():
+    """A window whose maximum is tied: the soft pool splits the gradient at every T, the hard pool sends it to one
+    slot, so only with hard pools does the pullback reach the gradient as T -> 0."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4, 2)).double().eval()
+    nn.init.ones_(model[2].weight)  # every window counts alike: cos = sqrt((1/4 + 3) / (1 + 3)) with one tied window
+    x = torch.rand(2, 1, 4, 4, dtype=torch.float64)
+    x[0, 0, :2, :2] = 5.0  # sample 0: a tied maximum in its first window; sample 1 has none
+    soft = gradient_agreement(model, x, 0, [1e-6])[0]
+    hard = gradient_agreement(model, x, 0, [1e-6], pool="hard")[0]
+    assert math.isclose(soft[0], math.sqrt(3.25 / 4), rel_tol=1e-9) and math.isclose(soft[1], 1.0, rel_tol=1e-9)
+    torch.testing.assert_close(hard, torch.ones(2, dtype=torch.float64), rtol=1e-9, atol=0)
 
 
 def test_figures_are_written_with_the_paper_names(tmp_path):

@@ -1,20 +1,19 @@
 """Path-stability measurements: gate overlap, cross-gating, the random-gate control, kernel classifiers."""
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from conftest import randomize_batchnorm
+from utils.analysis.cross_gating import (cross_gated_logits, cross_gated_predictions, cross_gating_matrices,
+                                         cross_gating_metrics, cross_gating_rows, gates_of, predictions,
+                                         random_gates_like)
 from utils.analysis.gating import excitation_kernel, gate_patterns, input_kernel
+from utils.analysis.kernel_knn import excitation_kernels, kernel_knn_accuracy, kernel_knn_predict, penultimate_features
+from utils.analysis.overlap import GateMismatchError, gate_jaccard, jaccard_matrix
+from utils.experiments.training.checkpoints import list_checkpoints, load_checkpoint
 from utils.models.nets import PoolResNet
 from utils.paths import CHECKPOINTS as CHECKPOINTS_ROOT
-from utils.analysis.stability import (GateMismatchError, cross_gated_logits, cross_gated_predictions, cross_gating_matrices,
-                             cross_gating_rows,
-                             cross_gating_metrics, excitation_kernels, gate_jaccard,
-                             gates_of, jaccard_matrix, kernel_knn_accuracy, kernel_knn_predict, list_checkpoints,
-                             load_checkpoint, penultimate_features, predictions, random_gates_like)
 
 CHECKPOINTS = CHECKPOINTS_ROOT / "seed0"
 

@@ -1,317 +1,161 @@
-"""Attribution adapters and faithfulness metrics: exact on models whose answers we know, and the
-properties the evaluation relies on on the bundled model."""
-import copy
+"""The faithfulness evaluation command (utils.experiments.faithfulness): resumable, sharded, and its records
+cannot silently go wrong (damaged parts, another data root, bad settings, unreadable images)."""
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import torchvision
-from captum.attr import InputXGradient
-from torch import nn
 
-from conftest import randomize_batchnorm
-from utils import excitation_pullback, load_model, vanilla_gradient
-from utils.experiments.faithfulness import SMOKE, Settings, evaluation_images, read_csv, run, summarise
-from utils.analysis.stats import bootstrap_ci, spearman
-from utils.analysis.attribution import METHODS, attribute, attribute_many, explain, gradcam_layer
-from utils.analysis.faithfulness import (cascading_randomisation, deletion_insertion, faithfulness_correlation, infidelity,
-                                noisy_baseline, patch_subsets, pixel_order, pixel_relevance)
-from utils.models.nets import PoolResNet
+import utils.experiments.faithfulness.run as evaluate
+from utils.data.imagenette import IMAGENETTE_WNIDS, imagenette_files
+from utils.experiments.faithfulness import RANDOMISATION, compare, metric_key, paired_difference, summarise
+from utils.experiments.faithfulness.run import SMOKE, Settings, evaluation_images, run
+from utils.experiments.records import DamagedPartWarning, RunMismatchError, read_csv
 from utils.paths import REPO
 
-
-
-class Linear(nn.Module):
-    """Two logits: ``<w, x>`` and 0. Its gradient x input is exactly each pixel's share of logit 0."""
-
-    def __init__(self, shape, seed=0):
-        super().__init__()
-        self.w = nn.Parameter(torch.randn(shape, generator=torch.Generator().manual_seed(seed)))
-
-    def forward(self, x):
-        return torch.stack([(x * self.w).flatten(1).sum(1), torch.zeros(len(x), dtype=x.dtype)], 1)
-
-
-@pytest.fixture(scope="module")
-def bundled():
-    return load_model("bundled")
-
-
-def small_images(n=3, size=64, seed=0):
-    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
-
-
-# --- explainers -------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_method_is_shaped_like_input_and_leaves_no_trace(bundled, method):
-    x = small_images()
-    before = [(p.requires_grad, p.grad) for p in bundled.parameters()]
-    options = {"samples": 2} if method == "smoothgrad" else {"steps": 2} if method in (
-        "integrated_gradients", "pullback_ascent_5") else {}
-    a = attribute(bundled, x, [0, 3, 9], method, **options)
-    assert a.shape == x.shape and a.dtype == x.dtype and not a.requires_grad
-    assert torch.isfinite(a).all() and a.abs().sum() > 0
-    assert [(p.requires_grad, p.grad) for p in bundled.parameters()] == before
-    assert not x.requires_grad and x.grad is None
-
-
-@pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
-def test_methods_agree_with_their_definitions(bundled):
-    x, t = small_images(), torch.tensor([1, 2, 3])
-    many = attribute_many(bundled, x, t, ["gradient_x_input", "gradient", "pullback_x_input", "pullback"])
-    assert list(many) == ["gradient_x_input", "gradient", "pullback_x_input", "pullback"]
-    assert torch.equal(many["gradient"], vanilla_gradient(bundled, x, t))
-    assert torch.equal(many["pullback"], excitation_pullback(bundled, x, t))
-    assert torch.equal(many["pullback_x_input"], many["pullback"] * x)
-    # Captum's own InputXGradient agrees with gradient x input computed from our gradient.
-    captum = InputXGradient(bundled).attribute(x.clone(), target=t)
-    torch.testing.assert_close(captum, many["gradient_x_input"], rtol=1e-5, atol=1e-7)
-    # The ascent difference after K steps is the perturbation pullback_ascent makes.
-    from utils import pullback_ascent
-    diff = attribute(bundled, x, t, "pullback_ascent_5", steps=2)
-    torch.testing.assert_close(diff, pullback_ascent(bundled, x, t, steps=2) - x)
-
-
-class GuidedReLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, z):
-        ctx.save_for_backward(z)
-        return z.clamp_min(0)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (z,) = ctx.saved_tensors
-        return grad.clamp_min(0) * (z > 0)
-
-
-class GuidedModule(nn.Module):
-    def forward(self, z):
-        return GuidedReLU.apply(z)
-
-
-def test_captum_guided_backprop_is_right_on_reused_inplace_relus(bundled):
-    """Guided Backprop (Springenberg et al.) written out: every ReLU passes relu(grad) where z > 0.
-    The bundled net reuses one in-place ReLU twice per block, where stateful hooks go wrong."""
-    reference = copy.deepcopy(bundled)
-    for module in reference.modules():
-        for name, child in module.named_children():
-            if isinstance(child, nn.ReLU):
-                setattr(module, name, GuidedModule())
-    x, t = small_images(), torch.tensor([4, 5, 6])
-    leaf = x.clone().requires_grad_()
-    reference(leaf).gather(1, t[:, None]).sum().backward()
-    torch.testing.assert_close(attribute(bundled, x, t, "guided_backprop"), leaf.grad, rtol=1e-4, atol=1e-8)
-
-
-def test_gradcam_is_nonnegative_upsampled_and_split_over_channels(bundled):
-    x = small_images()
-    cam = attribute(bundled, x, 2, "gradcam")
-    assert (cam >= 0).all() and torch.equal(cam[:, 0], cam[:, 1]) and torch.equal(cam[:, 1], cam[:, 2])
-    assert gradcam_layer(bundled) is bundled.net.features[-1]
-
-
-def test_gradcam_layers_of_the_paper_architectures():
-    nets = {name: torchvision.models.get_model(name, weights=None) for name in ("resnet50", "vgg11_bn", "densenet121")}
-    assert gradcam_layer(nets["resnet50"]) is nets["resnet50"].layer4
-    assert gradcam_layer(nets["vgg11_bn"]) is nets["vgg11_bn"].features[-2]  # last ReLU before the last pool
-    assert gradcam_layer(nets["densenet121"]) is nets["densenet121"].features
-    with pytest.raises(ValueError, match="layer="):
-        gradcam_layer(nn.Linear(2, 2))
-
-
-def test_explain_speaks_quantus_numpy(bundled):
-    x = small_images(2).numpy()
-    out = explain(bundled, x, np.array([0, 1]), method="gradient")
-    assert isinstance(out, np.ndarray) and out.shape == x.shape
-    np.testing.assert_allclose(out, vanilla_gradient(bundled, torch.from_numpy(x), [0, 1]).numpy(), rtol=1e-6)
-    with pytest.raises(ValueError, match="unknown attribution method"):
-        attribute(bundled, torch.from_numpy(x), 0, "lime")
-
-
-# --- metrics ----------------------------------------------------------------------------------------
-
-def test_pixel_order_breaks_ties_randomly_not_in_raster_order():
-    relevance = torch.zeros(1, 4, 4)
-    relevance[0, 3, 3] = 1.0
-    order = pixel_order(relevance, torch.Generator().manual_seed(0))
-    assert order[0, 0] == 15 and sorted(order[0].tolist()) == list(range(16))
-    assert order[0, 1:].tolist() != list(range(15))
-
-
-def test_deletion_insertion_curves_follow_the_pixel_count():
-    """f = [<w, x>, 0] with w = 1 / (C H W) and x = 1: deleting k pixels lowers logit 0 to 1 - k / (H W),
-    so the target probability after step s is sigmoid(1 - s / S)."""
-    n, h, w, steps = 2, 8, 8, 4
-    model = Linear((3, h, w))
-    model.w.data.fill_(1.0 / (3 * h * w))
-    x = torch.ones(n, 3, h, w)
-    target = torch.zeros(n, dtype=torch.long)
-    out = deletion_insertion(model, x, target, {"any": torch.randn(n, h, w)}, torch.Generator().manual_seed(0),
-                             steps=steps, blur_sigma=1.0)["any"]
-    expected = torch.sigmoid(1 - torch.arange(steps + 1) / steps).expand(n, -1)
-    torch.testing.assert_close(out["deletion"], expected)
-    # Insertion of a constant image into its own blur (constant inside) ends at the original.
-    torch.testing.assert_close(out["insertion"][:, -1], torch.sigmoid(torch.ones(n)))
-    torch.testing.assert_close(out["deletion_auc"], torch.trapezoid(expected, dx=1 / steps, dim=1))
-
-
-def test_deletion_rewards_the_true_ranking_over_its_reverse():
-    n, h, w = 3, 8, 8
-    model = Linear((3, h, w), seed=1)
-    x = small_images(n, h, seed=2)
-    target = torch.zeros(n, dtype=torch.long)
-    true = pixel_relevance(model.w.detach() * x)
-    out = deletion_insertion(model, x, target, {"true": true, "reversed": -true}, torch.Generator().manual_seed(0),
-                             steps=8)
-    assert (out["true"]["deletion_auc"] < out["reversed"]["deletion_auc"]).all()
-    assert (out["true"]["insertion_auc"] > out["reversed"]["insertion_auc"]).all()
-    half = deletion_insertion(model, x, target, {"true": true}, torch.Generator().manual_seed(0), steps=4, budget=0.5)
-    assert half["true"]["deletion"].shape == (n, 5)
-    with pytest.raises(ValueError, match="budget"):
-        deletion_insertion(model, x, target, {"true": true}, torch.Generator(), budget=0)
-
-
-def test_faithfulness_correlation_is_one_for_the_exact_attribution_of_a_linear_model():
-    n, h, w = 3, 16, 16
-    model = Linear((3, h, w))
-    x = small_images(n, h, seed=3)
-    target = torch.zeros(n, dtype=torch.long)
-    exact = pixel_relevance(model.w.detach() * x)
-    noise = torch.randn(n, h, w, generator=torch.Generator().manual_seed(4))
-    corr = faithfulness_correlation(model, x, target, {"exact": exact, "noise": noise},
-                                    torch.Generator().manual_seed(0), runs=16, patches=3, patch=4)
-    torch.testing.assert_close(corr["exact"], torch.ones(n), rtol=0, atol=1e-5)
-    assert (corr["noise"].abs() < 0.9).all()
-
-
-def test_patch_subsets_are_whole_patches():
-    masks = patch_subsets(2, 10, 12, runs=3, patches=4, patch=4, generator=torch.Generator().manual_seed(0))
-    assert masks.shape == (2, 3, 10, 12)
-    full = patch_subsets(1, 8, 8, runs=1, patches=4, patch=4, generator=torch.Generator())
-    assert full.all()
-    assert (masks.sum((2, 3)) <= 4 * 16).all() and (masks.sum((2, 3)) >= 4 * 4).all()
-
-
-def test_infidelity_matches_its_definition():
-    """Yeh et al. Def. 2.1 with the optimal scale: min_beta E[(beta I.a - (f(x) - f(x - I)))^2]."""
-    n, h, w = 2, 6, 6
-    model = Linear((3, h, w))
-    x = small_images(n, h, seed=5)
-    target = torch.zeros(n, dtype=torch.long)
-    exact = (model.w.detach() * torch.ones_like(x))  # the gradient: complete for a linear model
-    assert infidelity(model, x, target, exact, seed=0, samples=4).abs().max() < 1e-8
-    attribution = torch.randn(x.shape, generator=torch.Generator().manual_seed(6))
-    got = infidelity(model, x, target, attribution, seed=3, samples=4)
-    perturb = noisy_baseline(0.1, torch.Generator().manual_seed(3))
-    # Captum repeats each image `samples` times (repeat_interleave) before perturbing.
-    big = x.repeat_interleave(4, 0)
-    I, perturbed = perturb(big)
-    with torch.no_grad():
-        dot = (I * attribution.repeat_interleave(4, 0)).flatten(1).sum(1).view(n, 4)
-        delta = (model(big)[:, 0] - model(perturbed)[:, 0]).view(n, 4)
-    beta = (dot * delta).mean(1) / (dot * dot).mean(1)
-    torch.testing.assert_close(got, ((beta[:, None] * dot - delta) ** 2).mean(1), rtol=1e-4, atol=1e-9)
-
-
-def test_spearman_known_values():
-    a = torch.tensor([[1.0, 5.0, 2.0, 9.0]])
-    assert spearman(a, a.exp()).item() == pytest.approx(1.0)
-    assert spearman(a, -a).item() == pytest.approx(-1.0)
-    # ranks (0, 2, 1, 3) vs (0, 1, 2, 3): 1 - 6 * 2 / (4 * 15) = 0.8
-    assert spearman(a, torch.tensor([[0.0, 1.0, 2.0, 3.0]])).item() == pytest.approx(0.8)
-
-
-def test_cascading_randomisation_goes_top_down_and_leaves_the_model_alone():
-    torch.manual_seed(0)
-    model = randomize_batchnorm(PoolResNet(widths=(4, 4, 8, 8, 8), blocks=(1, 1, 1, 1))).eval()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    stages = list(cascading_randomisation(model, stages=3, seed=0))
-    assert len(stages) == 3 and stages[-1][0].startswith("top ")
-    names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))]
-    for k, (label, randomised) in enumerate(stages):
-        changed = [n for n in names if not all(torch.equal(getattr(dict(model.named_modules())[n], p),
-                                                           getattr(dict(randomised.named_modules())[n], p))
-                                               for p in ("weight",))]
-        count = int(label.split()[1].split("/")[0])
-        # exactly the last `count` layers changed (BN weights reset to 1 count as changed: ours are random)
-        assert changed == names[len(names) - count:]
-        assert not randomised.training
-    assert stages[0][1] is not stages[1][1]
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
-    # running statistics survive, so activations keep their scale
-    bn = [m for m in stages[-1][1].modules() if isinstance(m, nn.BatchNorm2d)][0]
-    assert torch.equal(bn.running_var, [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)][0].running_var)
-
-
-def test_bootstrap_and_summary():
-    values = torch.arange(100, dtype=torch.float64)
-    low, high = bootstrap_ci(values)
-    assert low < values.mean() < high and high - low < 20
-    rows = [{"method": "a", "metric": "deletion_auc", "value": v} for v in (0.1, 0.2, float("nan"))]
-    (summary,) = summarise(rows)
-    assert summary["n"] == 2 and summary["mean"] == pytest.approx(0.15) and summary["better"] == "lower"
-
-
-# --- on real images ---------------------------------------------------------------------------------
-
-def test_true_attributions_beat_random_and_randomised_models_decorrelate(bundled, data_root):
-    picks = evaluation_images(data_root, 8, seed=1)
-    from utils.data.imagenette import load_image
-    x = torch.stack([load_image(p, 128) for _, p, _ in picks])
-    t = torch.tensor([label for _, _, label in picks])
-    ig = pixel_relevance(attribute(bundled, x, t, "integrated_gradients", steps=8))
-    noise = torch.randn(x.shape[0], 128, 128, generator=torch.Generator().manual_seed(0))
-    curves = deletion_insertion(bundled, x, t, {"ig": ig, "random": noise}, torch.Generator().manual_seed(0), steps=8)
-    assert curves["ig"]["deletion_auc"].mean() < curves["random"]["deletion_auc"].mean() - 0.05
-    assert curves["ig"]["insertion_auc"].mean() > curves["random"]["insertion_auc"].mean() + 0.05
-    gradient = pixel_relevance(vanilla_gradient(bundled, x, t)).abs()
-    *_, (label, randomised) = cascading_randomisation(bundled, stages=2)
-    random_gradient = pixel_relevance(vanilla_gradient(randomised, x, t)).abs()
-    assert spearman(gradient, gradient).min() == pytest.approx(1.0)
-    assert spearman(gradient, random_gradient).mean() < 0.3
+# Two methods, one randomisation stage image: every code path of a run, in a few seconds per batch.
+QUICK = dict(SMOKE, images=4, batch=2, size=64, methods=("pullback", "gradient"), randomisation_images=1)
 
 
 def _smoke(out, **changes):
     return Settings(**{**SMOKE, "images": 4, "batch": 2, "size": 64, **changes}), out
 
 
-def test_evaluation_resumes_without_recomputing(data_root, tmp_path, monkeypatch):
-    import utils.experiments.faithfulness as evaluate
-    settings, out = _smoke(tmp_path / "run")
-    calls = []
-    real = evaluate.batch_scores
+def _counted(monkeypatch, interrupt_at=None) -> list:
+    """Count (and optionally interrupt) the batches the runner scores."""
+    calls, real = [], evaluate.batch_scores
 
     def counted(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2 and counted.interrupt:
+        if len(calls) == interrupt_at:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    counted.interrupt = True
     monkeypatch.setattr(evaluate, "batch_scores", counted)
+    return calls
+
+
+def test_evaluation_resumes_without_recomputing(data_root, tmp_path, monkeypatch):
+    settings, out = _smoke(tmp_path / "run")
+    calls = _counted(monkeypatch, interrupt_at=2)
     with pytest.raises(KeyboardInterrupt):
         run(settings, data_root, out, progress=False)
     assert len(list((out / "parts").glob("batch_*.csv"))) == 1
-    counted.interrupt = False
     summary = run(settings, data_root, out, progress=False)
     assert len(calls) == 3  # 1 done + 1 interrupted + 1 resumed: the finished batch was not recomputed
     scores = read_csv(out / "scores.csv")
-    methods = set(Settings().methods) | {"random"}
-    assert {r["method"] for r in scores} == methods
-    metrics = {r["metric"] for r in scores}
-    assert {"deletion_auc", "insertion_auc", "faithfulness_correlation", "infidelity"} <= metrics
-    assert sum(m.startswith("randomisation_spearman") for m in metrics) == SMOKE["randomisation_stages"]
+    assert {r["method"] for r in scores} == set(Settings().methods) | {"random"}
+    keys = {metric_key(r) for r in scores}
+    assert {"deletion_auc", "insertion_auc", "faithfulness_correlation", "infidelity"} <= {k[0] for k in keys}
+    stages = sorted(int(k[1]) for k in keys if k[0] == RANDOMISATION)
+    layers = {int(k[2]) for k in keys if k[0] == RANDOMISATION}
+    assert len(stages) == SMOKE["randomisation_stages"] and [stages[-1]] == list(layers)  # the last stage: all
     assert {int(r["image"]) for r in scores} == {i for i, _, _ in evaluation_images(data_root, 4)}
     # an uninterrupted run gives the same numbers
     fresh = run(settings, data_root, tmp_path / "fresh", progress=False)
     assert read_csv(tmp_path / "fresh" / "scores.csv") == scores and fresh == summary
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(RunMismatchError, match="steps: stored 4, now 3"):
         run(Settings(**{**vars(settings), "steps": 3}), data_root, out, progress=False)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One complete quick run on the real data, copied by the tests that damage it."""
+    root = os.environ.get("IMAGENETTE_ROOT")
+    if not root or not os.path.isdir(os.path.join(root, "val")):
+        pytest.skip("no Imagenette data: set IMAGENETTE_ROOT")
+    out = tmp_path_factory.mktemp("quick") / "run"
+    run(Settings(**QUICK), root, out, progress=False)
+    return root, out
+
+
+DAMAGE = {
+    "cut at a line break": lambda data: data[:data.rindex(b"\n", 0, len(data) // 2) + 1],
+    "emptied": lambda data: b"",
+    "header only": lambda data: data[:data.index(b"\n") + 1],
+    "cut mid-line": lambda data: data[:len(data) // 2 + 3],
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_part_is_recomputed_with_a_warning(quick_run, tmp_path, monkeypatch, damage):
+    root, done = quick_run
+    out = tmp_path / "run"
+    shutil.copytree(done, out)
+    part = out / "parts" / "batch_0001.csv"
+    part.write_bytes(DAMAGE[damage](part.read_bytes()))
+    calls = _counted(monkeypatch)
+    with pytest.warns(DamagedPartWarning, match=re.escape(str(part))):
+        run(Settings(**QUICK), root, out, progress=False)
+    assert len(calls) == 1  # only the damaged batch
+    scores, whole = read_csv(out / "scores.csv"), read_csv(done / "scores.csv")
+    # 4 images x 3 methods (with the control) x 4 metrics, and the first image's randomisation stages
+    assert len(scores) == 4 * 3 * 4 + 1 * 2 * QUICK["randomisation_stages"] == len(whole)
+    assert scores == whole
+
+
+def test_part_without_its_check_file_is_recomputed(quick_run, tmp_path, monkeypatch):
+    root, done = quick_run
+    shutil.copytree(done, tmp_path / "run")
+    (tmp_path / "run" / "parts" / "batch_0000.csv.check.json").unlink()
+    calls = _counted(monkeypatch)
+    with pytest.warns(DamagedPartWarning, match="batch_0000.csv has no valid check file"):
+        run(Settings(**QUICK), root, tmp_path / "run", progress=False)
+    assert len(calls) == 1 and read_csv(tmp_path / "run" / "scores.csv") == read_csv(done / "scores.csv")
+
+
+def _small_imagenette(root, source, per_class=1):
+    """A copy of the first ``per_class`` val images of each class of ``source`` (train/ empty but present)."""
+    files = imagenette_files(source, "val")
+    for wnid in IMAGENETTE_WNIDS:
+        (root / "train" / wnid).mkdir(parents=True)
+        (root / "val" / wnid).mkdir(parents=True)
+    for label, wnid in enumerate(IMAGENETTE_WNIDS):
+        for path, _ in [f for f in files if f[1] == label][:per_class]:
+            shutil.copy(path, root / "val" / wnid)
+    return root
+
+
+def test_another_data_root_is_refused_naming_it(data_root, tmp_path, monkeypatch):
+    first = _small_imagenette(tmp_path / "a", data_root)
+    second = tmp_path / "b"
+    shutil.copytree(first, second)  # the same images elsewhere: still another run
+    settings = Settings(**{**QUICK, "images": 2})
+    run(settings, first, tmp_path / "out", progress=False)
+    calls = _counted(monkeypatch)
+    with pytest.raises(RunMismatchError) as error:
+        run(settings, second, tmp_path / "out", progress=False)
+    message = str(error.value)
+    assert f"data_root: stored {json.dumps(str(first.resolve()))}, now {json.dumps(str(second.resolve()))}" in message
+    assert "delete" in message and "--out" in message and not calls
+
+
+@pytest.mark.parametrize("bad, error", [({"temperature": 0.0}, ValueError), ({"model": "resnet5"}, ValueError),
+                                        ({"methods": ("lime",)}, ValueError), ("no data", FileNotFoundError)])
+def test_bad_settings_leave_no_record_and_the_corrected_run_proceeds(data_root, tmp_path, bad, error):
+    out = tmp_path / "out"
+    settings = Settings(**{**QUICK, "images": 2})
+    wrong_root = tmp_path / "nowhere" if bad == "no data" else data_root
+    with pytest.raises(error):
+        run(settings if bad == "no data" else Settings(**{**QUICK, "images": 2, **bad}), wrong_root, out,
+            progress=False)
+    assert not (out / "config.json").exists()
+    summary = run(settings, data_root, out, progress=False)
+    assert {r["method"] for r in summary} == {"pullback", "gradient", "random"}
+    assert json.loads((out / "config.json").read_text())["data_root"] == str(data_root.resolve())
+
+
+def test_truncated_image_error_names_the_file(data_root, tmp_path):
+    root = _small_imagenette(tmp_path / "data", data_root)
+    broken = sorted((root / "val").rglob("*.JPEG"))[3]
+    broken.write_bytes(broken.read_bytes()[:2000])
+    with pytest.raises(OSError, match=re.escape(str(broken))):
+        run(Settings(**{**QUICK, "images": 10, "batch": 5}), root, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "scores.csv").exists()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="torchrun with gloo")
@@ -320,8 +164,9 @@ def test_torchrun_shards_give_the_same_scores(data_root, tmp_path):
     single = tmp_path / "single"
     run(settings, data_root, single, progress=False)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m",
-           "utils.experiments.faithfulness", "--data", str(data_root), "--out", str(tmp_path / "sharded"), "--smoke", "--images", "4",
-           "--batch", "2", "--size", "64", "--methods", "pullback", "gradient", "--randomisation-images", "3"]
+           "utils.experiments.faithfulness", "--data", str(data_root), "--out", str(tmp_path / "sharded"), "--smoke",
+           "--images", "4", "--batch", "2", "--size", "64", "--methods", "pullback", "gradient",
+           "--randomisation-images", "3"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     subprocess.run(cmd, check=True, cwd=REPO, env=env, capture_output=True, timeout=300)
     # Same rows in the same order; numbers agree to float32 rounding (one thread per rank vs two in this process).
@@ -340,8 +185,17 @@ def _assert_same_rows(got: list[dict], want: list[dict]) -> None:
                 assert g[key] == w[key]
 
 
+def test_summary_drops_nan_and_keeps_randomisation_stages_apart():
+    rows = [{"method": "a", "metric": "deletion_auc", "value": v} for v in (0.1, 0.2, float("nan"))]
+    rows += [{"method": "a", "metric": RANDOMISATION, "randomised_layers": k, "layers": 8, "value": v}
+             for k, v in ((4, 0.5), (4, 0.7), (8, 0.1), (8, 0.3))]
+    deletion, *stages = summarise(rows)
+    assert deletion["n"] == 2 and deletion["mean"] == pytest.approx(0.15) and deletion["better"] == "lower"
+    assert [(s["randomised_layers"], s["layers"], s["n"]) for s in stages] == [("4", "8", 2), ("8", "8", 2)]
+    assert [s["mean"] for s in stages] == pytest.approx([0.6, 0.2]) and {s["better"] for s in stages} == {"lower"}
+
+
 def test_compare_uses_paired_differences():
-    from utils.experiments.faithfulness import compare, paired_difference
     g = torch.Generator().manual_seed(0)
     spread = torch.randn(60, generator=g, dtype=torch.float64)  # large image-to-image spread
     noise = 0.01 * torch.randn(60, generator=g, dtype=torch.float64)
@@ -360,3 +214,12 @@ def test_compare_uses_paired_differences():
     assert len(lines) == 2 and all("than same" in line for line in lines)  # 'same' differs by -0.05 too
     same = compare(rows, "same", ["base"])
     assert len(same) == 2 and all("no clear difference from base" in line for line in same)
+
+
+def test_committed_results_read_without_the_compute_modules():
+    code = ("import sys; from utils.experiments.faithfulness import load_results, format_summary, compare; "
+            "r = load_results()['bundled']; print(format_summary(r['summary'], ['randomisation_spearman'])); "
+            "assert not [m for m in sys.modules if 'captum' in m or m.endswith('attribution')], 'compute imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "rand. top 31/31" in done.stdout and "pullback_x_input" in done.stdout

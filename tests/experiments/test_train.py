@@ -41,3 +41,30 @@ def test_checkpoints_and_exact_resume(tmp_path):
         assert torch.equal(value, resumed["model"][key]), key
     start = torch.load(tmp_path / "ck" / "epoch_00.00.pt")["model"]
     assert any(not torch.equal(v, whole["model"][k]) for k, v in start.items() if v.is_floating_point())
+
+
+def test_checkpoint_files_name_list_and_load(tmp_path):
+    from utils.experiments.training.checkpoints import (checkpoint_epoch, checkpoint_name, last_whole_epoch,
+                                                        list_checkpoints, load_checkpoint, save_checkpoint)
+    from utils.models.nets import PlainNet
+
+    assert [checkpoint_name(e) for e in (0, 0.25, 12)] == ["epoch_00.00.pt", "epoch_00.25.pt", "epoch_12.00.pt"]
+    assert checkpoint_epoch(tmp_path / "epoch_01.75.pt") == 1.75 and checkpoint_epoch("epoch_1.pt.partial") is None
+    torch.manual_seed(0)
+    model = PlainNet().eval()
+    for epoch in (0.0, 0.5, 1.0, 2.0):
+        save_checkpoint(tmp_path, model, epoch, seed=3)
+    (tmp_path / ".epoch_03.00.pt.1.partial").write_bytes(b"half")  # an interrupted write: never listed
+    assert [e for e, _ in list_checkpoints(tmp_path)] == [0.0, 0.5, 1.0, 2.0]
+    assert last_whole_epoch(tmp_path).name == "epoch_02.00.pt"
+    loaded = load_checkpoint(tmp_path / "epoch_00.50.pt", arch="plain")
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, tmp_path / "w.pt")
+    assert next(load_checkpoint(tmp_path / "w.pt", arch="plain").parameters()).dtype == torch.float32
+
+
+def test_run_names_keep_the_bundled_model_for_the_default_run_only():
+    from utils.experiments.training.run import run_name
+
+    assert run_name("poolresnet", 0) == "bundled_imagenette"
+    assert run_name("poolresnet", 1) == "poolresnet_seed1_imagenette" and run_name("plain", 0) == "plain_seed0_imagenette"

@@ -184,7 +184,8 @@ def _parameterised_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, kinds)]
 
 
-def cascading_randomisation(model: nn.Module, stages: int = 5, seed: int = 0) -> Iterator[tuple[str, nn.Module]]:
+def cascading_randomisation(model: nn.Module, stages: int = 5,
+                            seed: int = 0) -> Iterator[tuple[int, int, nn.Module]]:
     """Adebayo et al. (2018, "Sanity checks for saliency maps", Sec. 3.1): copies of ``model`` with its
     layers re-initialised cumulatively from the top (logits) down, in ``stages`` groups of parameterised
     layers (registration order, which is forward order for torchvision models and ours).
@@ -193,7 +194,8 @@ def cascading_randomisation(model: nn.Module, stages: int = 5, seed: int = 0) ->
     (gamma 1, beta 0), keeping the running statistics so activations keep a sane scale.
 
     Yields:
-        ``(label, model)``: an independent copy in eval mode per stage, label "top k/L layers" (k of L randomised).
+        ``(k, L, model)``: the top k of the L parameterised layers randomised, and an independent copy of
+        the model in eval mode with them randomised.
     """
     layers = _parameterised_layers(model)
     if not layers:
@@ -214,4 +216,4 @@ def cascading_randomisation(model: nn.Module, stages: int = 5, seed: int = 0) ->
                 else:
                     layer.reset_parameters()
             done = bound
-            yield f"top {bound}/{len(layers)} layers", copy.deepcopy(randomised)
+            yield bound, len(layers), copy.deepcopy(randomised)

@@ -7,10 +7,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
-from ..core.excitation import MAXPOOL2D_FUNCTIONS, RELU_FUNCTIONS
 from ..core.gates import hard_gate
+from ..core.interception import MAXPOOL2D_FUNCTIONS, RELU_FUNCTIONS, Interceptor
 
 
 @torch.no_grad()
@@ -35,22 +34,19 @@ def gated_product(mlp: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     return matrix
 
 
-class _PathCounting(TorchFunctionMode):
+def _path_counting() -> Interceptor:
     """ReLU -> identity, max- and average-pools -> sum-pools, BatchNorm -> identity."""
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in RELU_FUNCTIONS:
-            return args[0]
-        if func in MAXPOOL2D_FUNCTIONS or func is F.avg_pool2d:
-            return _sum_pool(func, *args, **kwargs)
-        if func is F.adaptive_avg_pool2d:
-            x, size = args[0], kwargs.get("output_size", args[1] if len(args) > 1 else None)
-            out = func(x, size)
-            return out * (x.shape[-1] * x.shape[-2] / (out.shape[-1] * out.shape[-2]))
-        if func is F.batch_norm:
-            return args[0]
-        return func(*args, **kwargs)
+    def adaptive_sum(func, args, kwargs):
+        x, size = args[0], kwargs.get("output_size", args[1] if len(args) > 1 else None)
+        out = func(x, size)
+        return out * (x.shape[-1] * x.shape[-2] / (out.shape[-1] * out.shape[-2]))
+
+    handlers = {fn: (lambda func, args, kwargs: args[0]) for fn in (*RELU_FUNCTIONS, F.batch_norm)}
+    handlers.update({fn: (lambda func, args, kwargs: _sum_pool(func, *args, **kwargs))
+                     for fn in (*MAXPOOL2D_FUNCTIONS, F.avg_pool2d)})
+    handlers[F.adaptive_avg_pool2d] = adaptive_sum
+    return Interceptor(handlers)
 
 
 def _sum_pool(func, x, kernel_size, stride=None, padding=0, *rest, **kwargs):
@@ -76,7 +72,7 @@ def count_paths(model: nn.Module, input_shape=(3, 224, 224)) -> float:
     for m in counter.modules():
         for name, p in m.named_parameters(recurse=False):
             p.fill_(1.0 if name == "weight" and not isinstance(m, nn.modules.batchnorm._BatchNorm) else 0.0)
-    with _PathCounting():
+    with _path_counting():
         out = counter(torch.ones(1, *input_shape, dtype=torch.float64))
     return out.sum().item()
 
@@ -85,13 +81,20 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def mlp(width: int, inputs: int, classes: int, depth: int) -> nn.Sequential:
+    """A bias-free ReLU MLP with ``depth`` hidden layers of ``width`` units."""
+    sizes = [inputs] + [width] * depth
+    layers = [m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b, bias=False), nn.ReLU())]
+    return nn.Sequential(*layers, nn.Linear(width, classes, bias=False))
+
+
 def mlp_growth(width: int = 64, inputs: int = 3 * 32 * 32, classes: int = 10, depths=range(1, 9)):
-    """(depth, parameters, paths) of bias-free MLPs of a fixed width: paths multiply, parameters add."""
+    """(depth, parameters, paths) of bias-free MLPs of a fixed width, each counted on the built network
+    (:func:`count_parameters`, :func:`count_paths`): parameters add with depth, paths multiply."""
     rows = []
     for depth in depths:
-        params = inputs * width + (depth - 1) * width * width + width * classes
-        paths = inputs * width ** depth * classes
-        rows.append((depth, params, paths))
+        net = mlp(width, inputs, classes, depth)
+        rows.append((depth, count_parameters(net), count_paths(net, (inputs,))))
     return rows
 
 
@@ -99,10 +102,19 @@ def log10(value: float) -> float:
     return math.log10(value) if value > 0 and math.isfinite(value) else float("inf")
 
 
-def gradient_agreement(model: nn.Module, x: torch.Tensor, target, temperatures) -> list[float]:
-    """Mean cosine similarity between the excitation pullback at each T and the vanilla gradient."""
+def gradient_agreement(model: nn.Module, x: torch.Tensor, target, temperatures, **settings) -> torch.Tensor:
+    """Cosine between the excitation pullback at each temperature and the vanilla gradient, per sample.
+
+    Args:
+        model: classifier; x: inputs (N, ...); target: class index or one per sample.
+        temperatures: the ReLU (and, unless ``pool_temperature`` is given, max-pool) temperatures T.
+        **settings: further pullback settings, e.g. ``pool="hard"`` to keep max-pools hard.
+
+    Returns:
+        (len(temperatures), N) float64 cosines; T -> 0 gives 1 wherever no tied maxima split a pool's gradient.
+    """
     from ..core.pullback import excitation_pullback, vanilla_gradient
 
-    vanilla = vanilla_gradient(model, x, target).flatten(1)
-    return [F.cosine_similarity(excitation_pullback(model, x, target, temperature=t).flatten(1), vanilla).mean().item()
-            for t in temperatures]
+    vanilla = vanilla_gradient(model, x, target).flatten(1).double()
+    return torch.stack([F.cosine_similarity(excitation_pullback(model, x, target, temperature=t, **settings)
+                                            .flatten(1).double(), vanilla) for t in temperatures])

@@ -7,6 +7,7 @@ from tqdm.auto import tqdm
 
 from .gates import Gate
 from .pullback import Target, check_inputs, excitation_pullback, vanilla_gradient
+from .settings import make_settings
 
 METHODS = ("pullback", "gradient")
 
@@ -30,7 +31,7 @@ def ascent_step(x: torch.Tensor, direction: torch.Tensor, alpha: float) -> torch
 def pullback_ascent(model: nn.Module, x: torch.Tensor, target: Target, steps: int = 5, alpha: float = 20.0,
                     eps: float = 100.0, method: str = "pullback", temperature: float = 0.3,
                     gate: str | Gate = "sigmoid", soft_maxpool: bool = True, return_trajectory: bool = False,
-                    progress: bool = False) -> torch.Tensor:
+                    progress: bool = False, **settings) -> torch.Tensor:
     """Follow the excitation pullback (or vanilla gradient) of logit ``target`` by projected L2 ascent.
 
     Each step adds ``alpha`` times the unit-L2 direction (per sample), projects onto the L2 ball of
@@ -44,7 +45,8 @@ def pullback_ascent(model: nn.Module, x: torch.Tensor, target: Target, steps: in
         alpha: L2 norm of each raw step, in [-1, 1] pixel units (default 20).
         eps: radius of the L2 ball around ``x`` (default 100).
         method: ``"pullback"`` (excitation pullback) or ``"gradient"`` (vanilla gradient).
-        temperature, gate, soft_maxpool: excitation pullback settings (ignored for "gradient").
+        temperature, gate, soft_maxpool, **settings: excitation pullback settings, every keyword
+            :func:`excitation_pullback` takes (ignored for "gradient").
         return_trajectory: return every iterate, ``(steps + 1, N, C, H, W)`` with index 0 the input
             and index k the image after k steps, instead of only the last one.
         progress: show a tqdm bar over steps.
@@ -59,11 +61,12 @@ def pullback_ascent(model: nn.Module, x: torch.Tensor, target: Target, steps: in
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
     if not (alpha > 0 and eps > 0):
         raise ValueError(f"alpha and eps must be > 0, got alpha={alpha!r}, eps={eps!r}")
+    chosen = make_settings(temperature=temperature, gate=gate, soft_maxpool=soft_maxpool, **settings)  # checked once
 
     def direction(image):
         if method == "gradient":
             return vanilla_gradient(model, image, target)
-        return excitation_pullback(model, image, target, temperature=temperature, gate=gate, soft_maxpool=soft_maxpool)
+        return excitation_pullback(model, image, target, settings=chosen)
 
     origin = x.detach()
     current = origin

@@ -1,241 +1,222 @@
 """``soft_backward``: run a model with excitation-pullback backward passes, forward untouched.
 
-Rather than swapping modules (which misses functional calls such as DenseNet's final
-``F.relu(features, inplace=True)``), the model's forward runs under a ``TorchFunctionMode`` that
-sees every ReLU and max-pool *call*, whether it comes from a module, a reused module, an in-place
-module or a function, and routes it through a surrogate ``autograd.Function`` (one node per call).
-The mode is pushed only while this model's forward runs, so two models can be patched at once
-with different settings. The registry :data:`SURROGATES` maps each intercepted function to its rule.
+The model's forward runs under :class:`~utils.core.mode.ExcitationMode`, an :class:`~utils.core.interception.Interceptor` that
+routes every call of a function some rule replaces (:mod:`utils.core.rules`) to that rule, one autograd node per
+call. The mode is pushed only while a patched model's forward runs, in the thread that runs it, with the
+settings that thread chose last for that model (:mod:`utils.core.settings`).
+
+Safe use: the forward wrapper is installed once per model, however many contexts (nested, or in several threads)
+use it, and removed when the last one exits; each context only adds and removes its own entry on its thread's
+stack. So two threads get their own results, the innermost of nested contexts wins, and exits in any order leave
+the model exactly as it was.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Callable, NamedTuple
+import threading
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
-from .gates import Gate, check_temperature, get_gate
-from .surrogates import SoftGateReLU, SoftGateReLUAfterBatchNorm, SoftMaxPool2d
-
-
-class UnsupportedNonlinearityError(TypeError):
-    """The model uses a nonlinearity for which no excitation surrogate is defined."""
+from .interception import MAXPOOL2D_FUNCTIONS, RELU_FUNCTIONS  # noqa: F401  (public names)
+from .mode import ExcitationMode, UnsupportedNonlinearityError, unsupported_modules  # noqa: F401
+from .settings import Settings, make_settings
 
 
-def _relu_rule(inplace_default: bool):
-    def rule(mode: "ExcitationMode", args, kwargs):
-        z = args[0]
-        inplace = bool(args[1]) if len(args) > 1 else bool(kwargs.get("inplace", inplace_default))
-        recipe = mode.recipe_of(z)
-        if recipe is not None:
-            bn = recipe.batch_norm
-            return SoftGateReLUAfterBatchNorm.apply(
-                z, bn["input"], bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], float(bn["eps"]),
-                mode.temperature, mode.gate, inplace, *recipe.addends)
-        return SoftGateReLU.apply(z, mode.temperature, mode.gate, inplace)
-    return rule
+# -- which settings apply where: per thread, per model, innermost first -------------------------------------------
+
+class _Entry:
+    """One ``soft_backward`` context: its model, settings (compared by identity) and the ids of its submodules."""
+    __slots__ = ("model", "settings", "members", "recompute_mode")
+
+    def __init__(self, model, settings):
+        self.model, self.settings = model, settings
+        self.members = {id(m) for m in model.modules()}
+        self.recompute_mode = None  # one mode for all recomputed calls, so that they share batch-norm recipes
 
 
-_BATCH_NORM_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
-_BATCH_NORM_DEFAULTS = dict(weight=None, bias=None, training=False, momentum=0.1, eps=1e-5)
-_INPLACE_ADDS = (torch.Tensor.__iadd__, torch.Tensor.add_)
-_ADDS = (*_INPLACE_ADDS, torch.Tensor.__add__, torch.Tensor.add, torch.add)
+_local = threading.local()
+_lock = threading.Lock()
+_installed: dict[int, list] = {}  # id(model) -> [own instance forward or _MISSING, number of contexts, wrapper]
+_MISSING = object()
 
 
-_POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
-_POOL_DEFAULTS = dict(stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)
+def _stack() -> list[_Entry]:
+    stack = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    return stack
 
 
-def _max_pool2d_rule(mode: "ExcitationMode", args, kwargs):
-    if not mode.soft_maxpool:
-        return F.max_pool2d(*args, **kwargs)
-    bound = {**_POOL_DEFAULTS, **dict(zip(_POOL_ARGS, args[1:])), **kwargs}
-    if bound["return_indices"]:
-        return mode.unsupported("max_pool2d(return_indices=True)", F.max_pool2d, args, kwargs)
-    stride = bound["stride"] if bound["stride"] not in (None, []) else bound["kernel_size"]
-    return SoftMaxPool2d.apply(args[0], mode.pool_temperature, bound["kernel_size"], stride,
-                               bound["padding"], bound["dilation"], bool(bound["ceil_mode"]))
+def active_settings(model: nn.Module) -> Settings | None:
+    """The settings of this thread's innermost ``soft_backward`` context on ``model``, or None."""
+    for entry in reversed(_stack()):
+        if entry.model is model:
+            return entry.settings
+    return None
 
 
-RELU_FUNCTIONS = {F.relu: False, torch.relu: False, torch.Tensor.relu: False,
-                  F.relu_: True, torch.relu_: True, torch.Tensor.relu_: True}
-"""Every spelling of a ReLU call -> whether it is in place by default."""
-MAXPOOL2D_FUNCTIONS = (F.max_pool2d, torch.max_pool2d)
-
-SURROGATES: dict[Callable, Callable] = {
-    **{fn: _relu_rule(inplace) for fn, inplace in RELU_FUNCTIONS.items()},
-    **{fn: _max_pool2d_rule for fn in MAXPOOL2D_FUNCTIONS},
-}
-"""Function -> rule ``(mode, args, kwargs) -> output``: every call the surrogates replace."""
-
-_UNSUPPORTED_NAMES = (
-    "gelu", "silu", "mish", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "selu_", "celu", "celu_",
-    "softplus", "hardswish", "hardsigmoid", "relu6", "hardtanh", "hardtanh_", "prelu", "rrelu", "rrelu_",
-    "glu", "threshold", "threshold_", "max_pool1d", "max_pool3d", "max_pool1d_with_indices",
-    "max_pool2d_with_indices", "max_pool3d_with_indices", "adaptive_max_pool1d", "adaptive_max_pool2d",
-    "adaptive_max_pool3d", "adaptive_max_pool1d_with_indices", "adaptive_max_pool2d_with_indices",
-    "adaptive_max_pool3d_with_indices", "fractional_max_pool2d", "fractional_max_pool3d",
-    "fractional_max_pool2d_with_indices", "fractional_max_pool3d_with_indices",
-)
-UNSUPPORTED_FUNCTIONS = {
-    fn for name in _UNSUPPORTED_NAMES for fn in (getattr(F, name, None), getattr(torch, name, None))
-    if fn is not None
-}
-UNSUPPORTED_MODULES = (
-    nn.GELU, nn.SiLU, nn.Mish, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Hardswish,
-    nn.Hardsigmoid, nn.Hardtanh, nn.PReLU, nn.RReLU, nn.GLU, nn.Threshold, nn.MaxPool1d, nn.MaxPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.FractionalMaxPool2d,
-    nn.FractionalMaxPool3d,
-)
+def _compiled_original(model: nn.Module):
+    """``model._orig_mod`` for a ``torch.compile``d module (run eagerly under the rules), else None."""
+    try:
+        from torch._dynamo.eval_frame import OptimizedModule
+    except ImportError:  # pragma: no cover
+        return None
+    return model._orig_mod if isinstance(model, OptimizedModule) else None
 
 
-class Recipe(NamedTuple):
-    """How a tensor can be recomputed in the backward pass instead of saved."""
-    tensor: torch.Tensor
-    version: int  # of ``tensor`` when the recipe was made
-    batch_norm: dict  # the inference-mode batch_norm call's arguments
-    addends: tuple  # tensors added to the batch norm's output since
-    inputs: tuple  # (tensor, version) of every tensor used: a recipe is valid while none of them changed
+def _install(model: nn.Module) -> None:
+    with _lock:
+        record = _installed.get(id(model))
+        if record is None:
+            own = model.__dict__.get("forward", _MISSING)
+            original = model.forward
+            eager = _compiled_original(model)
+            eager = eager.forward if eager is not None else original
+
+            @functools.wraps(original)
+            def forward(*args, **kwargs):
+                settings = active_settings(model)
+                if settings is None:  # another thread's context, or none of this thread's
+                    return original(*args, **kwargs)
+                _local.depth = getattr(_local, "depth", 0) + 1
+                try:
+                    with ExcitationMode(settings):
+                        return eager(*args, **kwargs)
+                finally:
+                    _local.depth -= 1
+
+            # TorchDynamo cannot trace the interception: a compiled caller runs this frame eagerly (graph break).
+            forward = _dynamo_disable(forward)
+            model.forward = forward
+            record = _installed[id(model)] = [own, 0, forward]
+        record[1] += 1
+        _recompute_hooks.acquire()
 
 
-class ExcitationMode(TorchFunctionMode):
-    """Routes ReLU and max-pool calls to their surrogates; one instance per forward call."""
+class _RecomputeHooks:
+    """Activation checkpointing (``torch.utils.checkpoint``, ``densenet121(memory_efficient=True)``) runs part of
+    the forward pass again during the backward pass, outside the model's forward and so outside the mode. While any
+    ``soft_backward`` context is open, global module hooks push the mode (with this thread's settings for the
+    model) around a call of any submodule of a patched model made outside a patched forward: the recomputed calls
+    then take the same rules, and save the same tensors, as the first time. (So the backward pass must run inside
+    the block, as ``excitation_pullback`` does.)"""
 
-    RECIPES_KEPT = 4
-    """How many recent batch-norm outputs stay recomputable: a residual block may run its shortcut's convolution
-    and batch norm between its last batch norm and the addition (torchvision's Bottleneck with downsample)."""
+    def __init__(self):
+        self.users, self.handles = 0, ()
 
-    def __init__(self, temperature: float, gate: Gate, pool_temperature: float, soft_maxpool: bool, strict: bool):
-        super().__init__()
-        self.temperature, self.gate = temperature, gate
-        self.pool_temperature, self.soft_maxpool, self.strict = pool_temperature, soft_maxpool, strict
-        self.recipes: dict[int, Recipe] = {}  # id of a recent tensor -> its recipe
+    def acquire(self):  # under _lock
+        self.users += 1
+        if self.users == 1:
+            self.handles = (nn.modules.module.register_module_forward_pre_hook(_enter_recompute),
+                            nn.modules.module.register_module_forward_hook(_exit_recompute, always_call=True))
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        rule = SURROGATES.get(func)
-        # Calls whose input needs no gradient have no backward to change: skip the surrogate's cost.
-        if rule is not None and torch.is_grad_enabled() and args[0].requires_grad:
-            return rule(self, args, kwargs)
-        if func in UNSUPPORTED_FUNCTIONS:
-            return self.unsupported(getattr(func, "__name__", repr(func)), func, args, kwargs)
-        extended = None  # (recipe of the batch-norm side, addend), looked up before an in-place add changes it
-        if func in _ADDS and len(args) == 2 and not kwargs and all(isinstance(a, torch.Tensor) for a in args):
-            # an out-of-place sum may have the batch norm on either side, an in-place one only on the left
-            pairs = [(args[0], args[1])] if func in _INPLACE_ADDS else [(args[0], args[1]), (args[1], args[0])]
-            for base, addend in pairs:
-                recipe = self._valid_recipe(base) if addend is not base else None
-                if recipe is not None:
-                    extended = (recipe, addend)
-                    break
-        out = func(*args, **kwargs)
-        if not (torch.is_grad_enabled() and isinstance(out, torch.Tensor) and out.requires_grad):
-            return out
-        if func is F.batch_norm:
-            bound = {**_BATCH_NORM_DEFAULTS, **dict(zip(_BATCH_NORM_ARGS, args)), **kwargs}
-            if not bound["training"] and bound["running_mean"] is not None:  # running statistics: recomputable
-                inputs = [bound[k] for k in ("input", "running_mean", "running_var", "weight", "bias")]
-                self._remember(out, bound, (), tuple((t, t._version) for t in inputs if t is not None))
-        elif extended is not None:
-            recipe, addend = extended
-            if out.shape == recipe.tensor.shape and out.dtype == recipe.tensor.dtype:
-                self._remember(out, recipe.batch_norm, recipe.addends + (addend,),
-                               recipe.inputs + ((addend, addend._version),))
-        return out
-
-    def _remember(self, out, batch_norm, addends, inputs):
-        self.recipes.pop(id(out), None)
-        self.recipes[id(out)] = Recipe(out, out._version, batch_norm, addends, inputs)
-        while len(self.recipes) > self.RECIPES_KEPT:
-            del self.recipes[next(iter(self.recipes))]
-
-    def _valid_recipe(self, z: torch.Tensor):
-        """The recipe of ``z`` if neither ``z`` nor any tensor it was computed from changed since; else None."""
-        recipe = self.recipes.get(id(z))
-        if recipe is None or recipe.tensor is not z or z._version != recipe.version:
-            return None
-        if any(t._version != version for t, version in recipe.inputs):
-            return None
-        return recipe
-
-    def recipe_of(self, z: torch.Tensor) -> Recipe | None:
-        """The :class:`Recipe` of ``z`` if ``z`` is, unchanged since, an inference-mode batch norm's output plus
-        addends, made by recent calls from inputs that did not change since; else None (the gate itself is then
-        saved). Used once: the recipe is forgotten."""
-        recipe = self._valid_recipe(z)
-        self.recipes.pop(id(z), None)
-        return recipe
-
-    def unsupported(self, name: str, func, args, kwargs):
-        if self.strict:
-            raise UnsupportedNonlinearityError(
-                f"{name} has no excitation surrogate (supported: ReLU and 2-D max-pooling); "
-                "pass strict=False to keep its ordinary backward")
-        return func(*args, **kwargs)
+    def release(self):  # under _lock
+        self.users -= 1
+        if self.users == 0:
+            for handle in self.handles:
+                handle.remove()
+            self.handles = ()
 
 
-def unsupported_modules(model: nn.Module) -> list[str]:
-    """Names and types of submodules with no surrogate, e.g. ``["block.act (GELU)"]``."""
-    found = [f"{name or '<model>'} ({type(m).__name__})" for name, m in model.named_modules()
-             if isinstance(m, UNSUPPORTED_MODULES)]
-    found += [f"{name or '<model>'} (MaxPool2d with return_indices=True)" for name, m in model.named_modules()
-              if isinstance(m, nn.MaxPool2d) and m.return_indices]
-    return found
+_recompute_hooks = _RecomputeHooks()
 
 
-@contextlib.contextmanager
-def soft_backward(model: nn.Module, temperature: float = 0.3, gate: str | Gate = "sigmoid",
-                  soft_maxpool: bool = True, pool_temperature: float | None = None, strict: bool = True):
-    """Within this block, ``model``'s backward pass is the excitation pullback; its forward is unchanged.
+def _enter_recompute(module, args):
+    if getattr(_local, "depth", 0) or getattr(_local, "recompute", None) is not None:
+        return  # inside a patched forward, or inside a recomputed module already
+    if torch._C._current_graph_task_id() == -1:
+        return  # not in a backward pass: no recomputation
+    for entry in reversed(_stack()):
+        if id(module) in entry.members:
+            if entry.recompute_mode is None:
+                entry.recompute_mode = ExcitationMode(entry.settings)
+            mode = entry.recompute_mode
+            mode.__enter__()
+            _local.recompute = (module, mode)
+            return
 
-    Every ReLU call in ``model.forward`` (modules, reused modules, ``inplace=True``, ``F.relu``,
-    ``torch.relu``, ``Tensor.relu``) multiplies the incoming gradient by ``gate(z / temperature)``
-    instead of ``1[z > 0]``; every 2-D max-pool call keeps its hard-max output but back-propagates
-    the gradient of the softmax pool at ``pool_temperature``.
 
-    Args:
-        model: any ``nn.Module`` (left in its train/eval mode; use eval for pullbacks).
-        temperature: ReLU gate temperature T > 0 (default 0.3). T -> 0 gives the ordinary gradient.
-        gate: ``"sigmoid"`` (default), ``"normal_cdf"``, ``"softsign"`` or a callable on z / T.
-        soft_maxpool: replace the max-pool backward too (default True).
-        pool_temperature: max-pool temperature; defaults to ``temperature``.
-        strict: raise :class:`UnsupportedNonlinearityError` on nonlinearities with no surrogate
-            (GELU, SiLU, LeakyReLU, MaxPool1d/3d, adaptive max-pools, ...); False keeps their
-            ordinary backward.
+def _exit_recompute(module, args, output):
+    current = getattr(_local, "recompute", None)
+    if current is not None and current[0] is module:
+        _local.recompute = None
+        current[1].__exit__(None, None, None)
 
-    Yields the same ``model`` object. On exit, normal or by exception, the model is exactly as it was:
-    the override of ``forward`` (an instance attribute) is removed; no module, parameter, buffer or
-    hook is touched at any time.
-    """
-    temperature = check_temperature(temperature)
-    pool_temperature = temperature if pool_temperature is None else check_temperature(pool_temperature, "pool_temperature")
-    gate_fn = get_gate(gate)
+
+def _dynamo_disable(fn):
+    try:
+        import torch._dynamo
+
+        return torch._dynamo.disable(fn, recursive=True)
+    except Exception:  # pragma: no cover - no dynamo
+        return fn
+
+
+def _uninstall(model: nn.Module) -> None:
+    with _lock:
+        _recompute_hooks.release()
+        record = _installed[id(model)]
+        record[1] -= 1
+        if record[1]:
+            return
+        del _installed[id(model)]
+        own, _, wrapper = record
+        if model.__dict__.get("forward") is wrapper:
+            if own is _MISSING:
+                del model.forward
+            else:
+                model.forward = own
+
+
+def _check_model(model: nn.Module, settings: Settings) -> None:
     if isinstance(model, torch.jit.ScriptModule):
         raise TypeError("TorchScript modules cannot be patched: pass the eager nn.Module")
-    if strict:
+    if settings.strict:
         bad = unsupported_modules(model)
         if bad:
             raise UnsupportedNonlinearityError(
-                f"no excitation surrogate for: {', '.join(bad)} (supported: ReLU and MaxPool2d); "
-                "pass strict=False to keep their ordinary backward")
+                f"no excitation rule for: {', '.join(bad)}; pass strict=False to keep their ordinary backward")
 
-    own_forward = model.__dict__.get("forward")
-    original = model.forward
 
-    @functools.wraps(original)
-    def forward(*args, **kwargs):
-        with ExcitationMode(temperature, gate_fn, pool_temperature, soft_maxpool, strict):
-            return original(*args, **kwargs)
+@contextlib.contextmanager
+def soft_backward(model: nn.Module, temperature: float = 0.3, gate="sigmoid", soft_maxpool: bool = True,
+                  **settings):
+    """Within this block, ``model``'s backward pass is the excitation pullback; its forward is unchanged.
 
-    model.forward = forward
+    Every call of a nonlinearity with a rule (:mod:`utils.core.rules`) in ``model.forward`` -- modules, reused
+    modules, ``inplace=True``, functional calls -- keeps its exact output but back-propagates like its softened
+    stand-in: ReLU ``gate(z / T)`` instead of ``1[z > 0]``; 2-D max-pools the softmax pool's gradient; SiLU, GELU,
+    LayerNorm, attention, LeakyReLU, ReLU6/Hardtanh and Hardswish their rules.
+
+    Args:
+        model: any ``nn.Module`` (left in its train/eval mode; use eval for pullbacks); a ``torch.compile``d module
+            runs its original module eagerly inside the block.
+        temperature: ReLU gate temperature T > 0 (default 0.3). T -> 0 gives the ordinary gradient.
+        gate: ``"sigmoid"`` (default), ``"normal_cdf"``, ``"softsign"`` or a callable on z / T.
+        soft_maxpool: replace the max-pool backward too (default True).
+        **settings: the other keywords of :func:`utils.core.settings.make_settings` (``pool_temperature``,
+            ``pool``, ``strict``, ``silu_temperature``, ``gelu_temperature``, ``attention_temperature``,
+            ``layer_norm``, ``rules``, ...), or ``settings=`` a ready :class:`~utils.core.settings.Settings`.
+
+    Yields the same ``model`` object. Contexts nest (the innermost settings win, per thread) and may be used from
+    several threads at once, each thread getting its own settings. When the last context on the model exits,
+    normally or by exception, in any order, the model is exactly as it was: the override of ``forward`` (an
+    instance attribute) is removed; no module, parameter, buffer or hook is touched at any time.
+    """
+    chosen = make_settings(temperature=temperature, gate=gate, soft_maxpool=soft_maxpool, **settings)
+    _check_model(model, chosen)
+    entry = _Entry(model, chosen)
+    _install(model)
+    stack = _stack()
+    stack.append(entry)
     try:
         yield model
     finally:
-        if own_forward is None:
-            del model.forward
-        else:
-            model.forward = own_forward
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i] is entry:
+                del stack[i]
+                break
+        entry.recompute_mode = None
+        _uninstall(model)

@@ -19,6 +19,16 @@ def sigmoid_gate(u: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(u)
 
 
+sigmoid_gate.is_softplus_derivative = True
+"""A property the surrogates' fast paths look for (a gate that is softplus' derivative may use aten's fused
+``softplus_backward``); any other gate, e.g. a user's own sigmoid, takes the generic path: correct, a bit slower."""
+
+
+def is_sigmoid(gate: Gate) -> bool:
+    """Whether ``gate`` declares itself the logistic sigmoid (``gate.is_softplus_derivative``)."""
+    return getattr(gate, "is_softplus_derivative", False) is True
+
+
 def normal_cdf_gate(u: torch.Tensor) -> torch.Tensor:
     """Standard normal CDF ``Phi(u) = (1 + erf(u / sqrt 2)) / 2``."""
     return 0.5 * (1.0 + torch.erf(u * (1.0 / math.sqrt(2.0))))
@@ -62,3 +72,8 @@ def check_temperature(temperature: float, name: str = "temperature") -> float:
 def soft_gate(z: torch.Tensor, temperature: float = 0.3, gate: str | Gate = "sigmoid") -> torch.Tensor:
     """``gate(z / T)``: the excitation of each unit, same shape as ``z``."""
     return get_gate(gate)(z / check_temperature(temperature))
+
+
+def gate_or_hard(z: torch.Tensor, temperature: float | None, gate: str | Gate = "sigmoid") -> torch.Tensor:
+    """The gate of ``z``: ReLU's own hard gate ``1[z > 0]`` when ``temperature`` is None, else ``gate(z / T)``."""
+    return hard_gate(z) if temperature is None else soft_gate(z, temperature, gate)

@@ -30,7 +30,9 @@ def frozen(model: nn.Module):
         yield model
     finally:
         for p, flag in saved:
-            p.requires_grad_(flag)
+            # an inference tensor (a model made under torch.inference_mode()) takes requires_grad=True only there
+            with torch.inference_mode() if flag and p.is_inference() else contextlib.nullcontext():
+                p.requires_grad_(flag)
 
 
 def check_inputs(x: torch.Tensor) -> None:
@@ -95,11 +97,12 @@ def vanilla_gradient(model: nn.Module, x: torch.Tensor, target: Target) -> torch
 
 
 def excitation_pullback(model: nn.Module, x: torch.Tensor, target: Target, temperature: float = 0.3,
-                        gate: str | Gate = "sigmoid", soft_maxpool: bool = True, **options) -> torch.Tensor:
+                        gate: str | Gate = "sigmoid", soft_maxpool: bool = True, **settings) -> torch.Tensor:
     """The excitation pullback of logit ``target``: its gradient with soft ReLU gates (and soft max-pools).
 
     Same forward as ``model(x)``; in the backward pass each ReLU passes ``gate(z / temperature)``
-    of its pre-activation instead of ``1[z > 0]``, and each 2-D max-pool the gradient of a softmax pool.
+    of its pre-activation instead of ``1[z > 0]``, each 2-D max-pool the gradient of a softmax pool, and SiLU,
+    GELU, LayerNorm, attention, ... their rules (:mod:`utils.core.rules`).
     For a bias-free MLP this is ``e_target^T D_L W_L ... D_1 W_1`` with ``D_l = diag(gate(z_l / T))``.
 
     Args:
@@ -109,10 +112,12 @@ def excitation_pullback(model: nn.Module, x: torch.Tensor, target: Target, tempe
         temperature: gate temperature T > 0 (default 0.3); T -> 0 recovers :func:`vanilla_gradient`.
         gate: ``"sigmoid"`` (default), ``"normal_cdf"``, ``"softsign"`` or a callable.
         soft_maxpool: also soften max-pool gradients (default True).
-        **options: passed to :func:`utils.excitation.soft_backward` (``pool_temperature``, ``strict``).
+        **settings: the other keywords of :func:`utils.core.settings.make_settings` (``pool_temperature``,
+            ``pool``, ``strict``, ``silu_temperature``, ``gelu_temperature``, ``attention_temperature``,
+            ``layer_norm``, ``rules``, ``settings``), as for :func:`utils.core.excitation.soft_backward`.
 
     Returns:
         Tensor shaped like ``x`` (same dtype and device).
     """
-    context = soft_backward(model, temperature=temperature, gate=gate, soft_maxpool=soft_maxpool, **options)
+    context = soft_backward(model, temperature=temperature, gate=gate, soft_maxpool=soft_maxpool, **settings)
     return input_gradient(model, x, target, context)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
-from .gates import Gate, sigmoid_gate
+from .gates import Gate, is_sigmoid
 
 
 def flush_tiny_(w: torch.Tensor) -> torch.Tensor:
@@ -70,7 +70,7 @@ def gate_of_scaled_(u: torch.Tensor, gate: Gate) -> torch.Tensor:
 
     For the sigmoid, ``u`` is also clamped at 40, which changes no gate but keeps ``exp(-u)`` off subnormals, which
     made the sigmoid several times slower for pre-activations of many temperatures."""
-    if gate is sigmoid_gate:
+    if is_sigmoid(gate):
         return _zero_tiny_sigmoids_(u).clamp_max_(_SIGMOID_IS_ONE).sigmoid_()
     return flush_tiny_(gate(u).clone())
 
@@ -81,7 +81,7 @@ def gate_times_(u: torch.Tensor, gate: Gate, grad: torch.Tensor) -> torch.Tensor
 
     For the sigmoid this is one pass of aten's ``softplus_backward`` (the sigmoid is softplus' derivative), which
     returns ``grad`` itself where ``u > 40``: three elementwise passes fewer than gate, then product."""
-    if gate is sigmoid_gate:
+    if is_sigmoid(gate):
         return torch.ops.aten.softplus_backward.grad_input(grad, _zero_tiny_sigmoids_(u), 1.0, _SIGMOID_IS_ONE,
                                                            grad_input=u)
     return gate_of_scaled_(u, gate).mul_(grad)
@@ -204,20 +204,22 @@ class SoftMaxPool2d(torch.autograd.Function):
     """``F.max_pool2d`` whose backward is the softmax pool's gradient at temperature T."""
 
     @staticmethod
-    def forward(ctx, x, temperature, kernel_size, stride, padding, dilation, ceil_mode):
+    def forward(ctx, x, temperature, kernel_size, stride, padding, dilation, ceil_mode, detached: bool = False):
         out = F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
         ctx.save_for_backward(x, out)
-        ctx.temperature = temperature
+        ctx.temperature, ctx.detached = temperature, detached
         ctx.pool = (kernel_size, stride, padding, dilation, ceil_mode)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         x, hard = ctx.saved_tensors
-        return softmax_pool2d_backward(x, hard, grad_out, ctx.pool, ctx.temperature), None, None, None, None, None, None
+        grad = softmax_pool2d_backward(x, hard, grad_out, ctx.pool, ctx.temperature, detached=ctx.detached)
+        return grad, None, None, None, None, None, None, None
 
 
-def softmax_pool2d_backward(x, hard, grad_out, pool, temperature: float, chunk: int = 2 ** 20) -> torch.Tensor:
+def softmax_pool2d_backward(x, hard, grad_out, pool, temperature: float, chunk: int = 2 ** 20,
+                            detached: bool = False) -> torch.Tensor:
     """Gradient w.r.t. ``x`` (N, C, H, W) or (C, H, W) of the softmax pool, given the hard max pool ``hard`` of ``x``
     and the gradient ``grad_out`` w.r.t. the pool's output (both (..., H_out, W_out)); ``pool`` = (kernel_size,
     stride, padding, dilation, ceil_mode) as for ``F.max_pool2d``.
@@ -225,6 +227,9 @@ def softmax_pool2d_backward(x, hard, grad_out, pool, temperature: float, chunk: 
     d/dx_k sum_j x_j s_j = s_k (1 + (x_k - p) / T), with p = sum_j x_j s_j the soft pool and s_k = e_k / Z its
     weights, e_k = exp((x_k - max) / T) stabilised by the window max the forward pass found; x_k - p is formed as
     (x_k - max) - (p - max): at small T, x_k / T - p / T would cancel catastrophically.
+
+    With ``detached``, the softmax weights are held constant (the follow-up paper's variant): the gradient is
+    ``s_k`` times the incoming one, without the ``(1 + (x_k - p) / T)`` factor.
 
     Runs over a few (sample, channel) planes at a time, about ``chunk`` window slots each, so that temporaries are
     small: reused memory rather than fresh pages (page faults on fresh memory made the unchunked backward up to
@@ -237,11 +242,12 @@ def softmax_pool2d_backward(x, hard, grad_out, pool, temperature: float, chunk: 
     step = max(1, chunk // max(1, kh * kw * oh * ow))
     for i in range(0, planes.shape[0], step):
         _softmax_pool2d_backward_planes(planes[i:i + step], hard[i:i + step], grad_out[i:i + step], pool,
-                                        temperature, out=grad[i:i + step])
+                                        temperature, out=grad[i:i + step], detached=detached)
     return grad.view(x.shape)
 
 
-def _softmax_pool2d_backward_planes(x, hard, grad_out, pool, temperature: float, out: torch.Tensor) -> None:
+def _softmax_pool2d_backward_planes(x, hard, grad_out, pool, temperature: float, out: torch.Tensor,
+                                    detached: bool = False) -> None:
     """:func:`softmax_pool2d_backward` for a (P, 1, H, W) stack of planes, all at once, written into ``out``.
 
     The window slots are gathered into one slot-major tensor (k*k, P, 1, H_out, W_out), so that everything between
@@ -263,11 +269,13 @@ def _softmax_pool2d_backward_planes(x, hard, grad_out, pool, temperature: float,
             torch.sub(padded[index], hard, out=d[k])
 
     e = exp_flushed_(torch.mul(d, inv_t))
-    total, shift = e.sum(0), torch.zeros_like(hard)
-    for d_k, e_k in zip(d, e):  # slot by slot: no slot-major product tensor
-        shift.addcmul_(d_k, e_k)
-    d.sub_(shift.div_(total))  # x_k - p
-    e.addcmul_(d, e, value=inv_t)  # e_k (1 + (x_k - p) / T)
+    total = e.sum(0)
+    if not detached:
+        shift = torch.zeros_like(hard)
+        for d_k, e_k in zip(d, e):  # slot by slot: no slot-major product tensor
+            shift.addcmul_(d_k, e_k)
+        d.sub_(shift.div_(total))  # x_k - p
+        e.addcmul_(d, e, value=inv_t)  # e_k (1 + (x_k - p) / T)
     scale = grad_out / total
 
     if tiles:  # scatter back through the same view
@@ -286,3 +294,101 @@ def _tiles(t: torch.Tensor, kernel, out_size) -> torch.Tensor:
     """View of ``t`` (P, 1, H, W) as (P, 1, H_out, kh, W_out, kw): window (i, j), slot (a, b) at [..., i, a, j, b]."""
     (kh, kw), (oh, ow) = kernel, out_size
     return t[..., :oh * kh, :ow * kw].unflatten(-1, (ow, kw)).unflatten(-3, (oh, kh))
+
+
+class SoftGate(torch.autograd.Function):
+    """``fn(z)`` exactly, for an elementwise ``fn``, whose backward multiplies by ``gate_of(z)`` (computed in the
+    forward pass, before an in-place ``fn`` overwrites ``z``, and saved): the gated-linear-map rule of ReLU, SiLU,
+    GELU, LeakyReLU, Hardtanh, ... :class:`SoftGateReLU` is this rule for ``fn = relu``, written out for speed."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, fn, gate_of, inplace: bool):
+        ctx.save_for_backward(gate_of(z))
+        out = fn(z)
+        if inplace:
+            ctx.mark_dirty(z)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        (g,) = ctx.saved_tensors
+        return grad_out * g, None, None, None
+
+
+class StraightThrough(torch.autograd.Function):
+    """``exact(*tensors)`` in the forward pass, the vector-Jacobian product of ``stand_in(*tensors)`` in the backward
+    pass: the one generic way to change a function's backward (slow but sure; the stand-in is recomputed in the
+    backward pass from the saved inputs). Both callables take the tensors only (close over everything else);
+    ``None`` entries stay None."""
+
+    @staticmethod
+    def forward(ctx, exact, stand_in, *tensors):
+        ctx.stand_in = stand_in
+        ctx.save_for_backward(*tensors)
+        return exact(*tensors)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        saved = ctx.saved_tensors
+        needs = ctx.needs_input_grad[2:]
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(n) if t is not None else None for t, n in zip(saved, needs)]
+            wanted = [t for t, n in zip(leaves, needs) if n and t is not None]
+            out = ctx.stand_in(*leaves)
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            pairs = [(o, g) for o, g in zip(outs, grads)
+                     if g is not None and isinstance(o, torch.Tensor) and o.requires_grad]
+            found = torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs], allow_unused=True) \
+                if wanted and pairs else [None] * len(wanted)
+        found = iter(found)
+        return None, None, *(next(found) if n and t is not None else None for t, n in zip(saved, needs))
+
+
+class AttentionValues(torch.autograd.Function):
+    """``weights @ v`` exactly, for attention weights ``softmax(logits)`` that a rule replaced by a softmax at
+    temperature T: the gradient w.r.t. ``v`` uses the soft weights ``softmax(logits / T)`` (as the gradient of
+    ``softmax(logits / T) @ v`` does), the one w.r.t. the weights is the ordinary ``grad @ v^T`` (it then goes through
+    the softmax rule's own backward)."""
+
+    @staticmethod
+    def forward(ctx, weights, v, logits, dim: int, temperature: float, matmul):
+        ctx.save_for_backward(v, logits)
+        ctx.dim, ctx.temperature = dim, temperature
+        return matmul(weights, v)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        v, logits = ctx.saved_tensors
+        soft = torch.softmax(logits / ctx.temperature, ctx.dim)
+        grad_w = grad_out @ v.transpose(-2, -1) if ctx.needs_input_grad[0] else None
+        grad_v = None
+        if ctx.needs_input_grad[1]:
+            grad_v = soft.transpose(-2, -1) @ grad_out
+            if grad_v.shape != v.shape:  # v broadcast over leading dimensions
+                grad_v = grad_v.sum_to_size(v.shape)
+        return grad_w, grad_v, None, None, None, None
+
+
+class HeldLayerNorm(torch.autograd.Function):
+    """``F.layer_norm`` exactly; backward with the mean and variance held constant: ``grad * weight / sqrt(var + eps)``
+    for the input (one pass, the statistics recomputed from the saved input), the affine parameters' gradients as
+    usual. The same as :class:`StraightThrough` with the held layer norm as stand-in, without its recomputation."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, shape, eps: float):
+        ctx.save_for_backward(x, weight)
+        ctx.shape, ctx.eps, ctx.has_bias = tuple(shape), eps, bias is not None
+        return F.layer_norm(x, shape, weight, bias, eps)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        dims = tuple(range(-len(ctx.shape), 0))
+        var, mean = torch.var_mean(x, dims, correction=0, keepdim=True)
+        rstd = (var + ctx.eps).rsqrt_()
+        scaled = grad_out * weight if weight is not None else grad_out
+        grad_x = scaled * rstd if ctx.needs_input_grad[0] else None
+        lead = tuple(range(x.dim() - len(ctx.shape)))
+        grad_w = (grad_out * (x - mean) * rstd).sum(lead) if weight is not None and ctx.needs_input_grad[1] else None
+        grad_b = grad_out.sum(lead) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b, None, None

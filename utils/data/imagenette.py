@@ -2,6 +2,11 @@
 
 Images live in [-1, 1] throughout this repo (``x = 2 * pixel / 255 - 1``); models wrap their
 own normalisation (see :mod:`utils.models`).
+
+Two kinds of root hold images in the same layout, ``<root>/val/<wnid>/<file>.JPEG``: the full
+Imagenette (also ``train/``; needed by the evaluation, the study and training) and the ten
+examples in ``data/examples/`` (one val image per class, enough for the figures and the
+README; see ``data/README.md`` and :mod:`utils.data.examples`).
 """
 from __future__ import annotations
 
@@ -32,12 +37,45 @@ PAPER_CLASSES = (0, 2, 4, 6, 8)
 
 DATA_ROOT_ENV = "IMAGENETTE_ROOT"
 DEFAULT_DOWNLOAD_DIR = DATA
+# The ten example images, one per class: EXAMPLES / "val" / <wnid> / <Imagenette file name>.
+EXAMPLES = DATA / "examples"
+# Their file names, in class order: the first file of each class met by the paper's seeded loader
+# (seed 314) over the val split, i.e. first_per_class(root, range(10), seed=314), that is at most
+# EXAMPLE_MAX_BYTES (all ten first picks are). The paper's five are the entries of PAPER_CLASSES.
+EXAMPLE_NAMES = (
+    "n01440764_7531.JPEG", "n02102040_6072.JPEG", "n02979186_1450.JPEG", "n03000684_14171.JPEG",
+    "ILSVRC2012_val_00034220.JPEG", "n03394916_56850.JPEG", "n03417042_21862.JPEG", "n03425413_8660.JPEG",
+    "n03445777_5861.JPEG", "n03888257_482.JPEG",
+)
+EXAMPLE_SEED = 314
+EXAMPLE_MAX_BYTES = 40_000
 
 
 def data_root_from_env() -> Path | None:
     """The Imagenette root named by ``$IMAGENETTE_ROOT`` (a folder with ``train/`` and ``val/``), or None."""
     value = os.environ.get(DATA_ROOT_ENV, "").strip()
     return Path(value) if value else None
+
+
+def require_imagenette(root: str | os.PathLike | None, what: str) -> Path:
+    """The root of the full Imagenette (``train/`` and ``val/``), or a clear error saying ``what`` needs it.
+
+    Args:
+        root: a folder (e.g. from ``--data``), or None to use ``$IMAGENETTE_ROOT``.
+        what: what needs the data, e.g. ``"the faithfulness evaluation"``.
+
+    Raises:
+        FileNotFoundError: no root given, or it lacks ``train/<wnid>/`` or ``val/<wnid>/``.
+    """
+    given = Path(root) if root is not None and str(root).strip() else data_root_from_env()
+    missing = ["train/", "val/"] if given is None else [
+        f"{split}/" for split in ("train", "val") if not (given / split / IMAGENETTE_WNIDS[0]).is_dir()]
+    if missing:
+        where = "no folder given" if given is None else f"{given} has no {' or '.join(missing)}"
+        raise FileNotFoundError(
+            f"{what} needs the full Imagenette (train/ and val/): set {DATA_ROOT_ENV} or pass --data; "
+            f"the ten examples in data/examples are enough only for the figures ({where})")
+    return given
 
 
 def download_imagenette(directory: str | os.PathLike = DEFAULT_DOWNLOAD_DIR, size: str = "160px") -> Path:
@@ -81,9 +119,17 @@ def load_image(path: str | os.PathLike, size: int = 224) -> torch.Tensor:
 
 
 def read_rgb(path: str | os.PathLike) -> torch.Tensor:
-    """An image file as uint8 RGB (3, H, W), decoded by Pillow."""
-    with Image.open(path) as image:
-        return TF.pil_to_tensor(image.convert("RGB"))
+    """An image file as uint8 RGB (3, H, W), decoded by Pillow.
+
+    Raises:
+        OSError: the file is missing, truncated or not an image; the message names the file.
+    """
+    try:
+        with Image.open(path) as image:
+            return TF.pil_to_tensor(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as error:  # PIL raises all three for broken files
+        kind = FileNotFoundError if isinstance(error, FileNotFoundError) else OSError
+        raise kind(f"could not read image {os.fspath(path)}: {type(error).__name__}: {error}") from error
 
 
 def resize_center(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -149,7 +195,48 @@ def first_per_class(root: str | os.PathLike, classes=PAPER_CLASSES, per_class: i
     return [p for c in classes for p in picked[c]]
 
 
-def paper_batch(root: str | os.PathLike, seed: int = 314, size: int = 224, classes=PAPER_CLASSES):
+def example_files(root: str | os.PathLike | None = None) -> list[tuple[str, int]]:
+    """``(path, Imagenette class index)`` of the ten example images, in class order.
+
+    Args:
+        root: the examples folder (default ``data/examples``), holding ``val/<wnid>/<file>.JPEG``.
+
+    Raises:
+        FileNotFoundError: an example is missing; the message says how to get them.
+    """
+    root = Path(EXAMPLES if root is None else root)
+    files = [(root / "val" / wnid / name, label)
+             for label, (wnid, name) in enumerate(zip(IMAGENETTE_WNIDS, EXAMPLE_NAMES))]
+    missing = [str(path) for path, _ in files if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of the ten example images are missing (first: {missing[0]}). Create them from a "
+            f"local Imagenette val split with `python -m utils.data.examples --data <root>` (see data/README.md), "
+            f"or pass an Imagenette root / set {DATA_ROOT_ENV}")
+    return [(str(path), label) for path, label in files]
+
+
+def class_batch(root: str | os.PathLike | None = None, classes=PAPER_CLASSES, per_class: int = 1,
+                seed: int = 314, size: int = 224):
+    """Up to ``per_class`` images of each class, chosen by the paper's seeded loader (:func:`first_per_class`).
+
+    On the full Imagenette each class gives ``per_class`` images; on the examples (``root=None``,
+    ``data/examples``) each gives one. Labels follow the images, so callers need not assume a count.
+
+    Returns:
+        ``(images, labels, paths)``: images (N, 3, size, size) in [-1, 1], Imagenette labels (N,)
+        grouped by class in ``classes`` order, and the source file paths.
+    """
+    if root is None:
+        example_files()  # a clear error when the examples are missing
+        root = EXAMPLES
+    samples = dict(imagenette_files(root, "val"))
+    paths = first_per_class(root, classes, per_class, seed)
+    images = torch.stack([load_image(p, size) for p in paths])
+    return images, torch.tensor([samples[p] for p in paths]), paths
+
+
+def paper_batch(root: str | os.PathLike | None = None, seed: int = 314, size: int = 224, classes=PAPER_CLASSES):
     """The paper's five images: one each of tench, cassette player, church, garbage truck, golf ball.
 
     Chosen as the authors did: torchvision's Imagenette val order, a ``DataLoader`` with
@@ -157,8 +244,10 @@ def paper_batch(root: str | os.PathLike, seed: int = 314, size: int = 224, class
     of each class as iteration goes.
 
     Args:
-        root: folder holding ``val/<wnid>/`` (the shared 224px copy or torchvision's
-            extracted ``imagenette2-160``).
+        root: folder holding ``val/<wnid>/`` (the shared 224px copy or torchvision's extracted
+            ``imagenette2-160``); None (default) reads the same five files from ``data/examples``,
+            where they were copied byte for byte from the 224px copy, so the tensors are identical
+            to ``paper_batch(<224px copy>)`` for the default seed (other seeds need the full split).
         seed: the loader's seed (314 in the paper).
         size: output side length in pixels.
         classes: Imagenette indices of the rows, in row order.
@@ -167,6 +256,13 @@ def paper_batch(root: str | os.PathLike, seed: int = 314, size: int = 224, class
         ``(images, labels, paths)``: images (5, 3, size, size) in [-1, 1], Imagenette labels (5,)
         in row order, and the source file paths.
     """
-    paths = first_per_class(root, classes, 1, seed)
+    if root is None:
+        if seed != EXAMPLE_SEED:
+            raise ValueError(f"the examples in data/examples hold the picks of seed {EXAMPLE_SEED}; "
+                             f"seed {seed} needs the full val split: pass its root")
+        files = dict((label, path) for path, label in example_files())
+        paths = [files[c] for c in classes]
+    else:
+        paths = first_per_class(root, classes, 1, seed)
     images = torch.stack([load_image(p, size) for p in paths])
     return images, torch.tensor(classes), paths

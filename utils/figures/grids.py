@@ -1,6 +1,7 @@
 """The paper's figures: class-by-target ascent grids and temperature sweeps, written to ``media/``."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -17,11 +18,76 @@ from ..core.pullback import excitation_pullback, vanilla_gradient
 FIGURE_DIRS = {("pullback", "diff"): "pullback_diff", ("pullback", "image"): "pullback",
                ("gradient", "diff"): "vanilla_grad_diff", ("gradient", "image"): "vanilla_grad"}
 METHOD_NAMES = {"pullback": "excitation pullback", "gradient": "vanilla gradient"}
+PAPER_TEMPERATURE = 0.3  # the paper's figures; their files carry no temperature in the name
 
 
-def figure_path(out_dir, method: str, kind: str, model_name: str, alpha: float, steps: int) -> Path:
-    """``media/pullback_diff/resnet50_alpha_20_steps_5.jpg`` and the like."""
-    return Path(out_dir) / FIGURE_DIRS[method, kind] / f"{model_name}_alpha_{alpha:g}_steps_{steps}.jpg"
+def figure_path(out_dir, method: str, kind: str, model_name: str, alpha: float, steps: int,
+                temperature: float = PAPER_TEMPERATURE) -> Path:
+    """``media/pullback_diff/resnet50_alpha_20_steps_5.jpg`` and the like.
+
+    At the paper's T = 0.3 the paper's names; at any other temperature the pullback figures are
+    ``<model>_temperature_<T>_alpha_<alpha>_steps_<k>.jpg``. Vanilla-gradient figures never depend
+    on T and keep the paper's names.
+    """
+    tag = "" if method == "gradient" or math.isclose(temperature, PAPER_TEMPERATURE) else f"temperature_{temperature:g}_"
+    return Path(out_dir) / FIGURE_DIRS[method, kind] / f"{model_name}_{tag}alpha_{alpha:g}_steps_{steps}.jpg"
+
+
+class AscentGrids(dict):
+    """What :func:`ascent_figures` computed: ``{(method, steps): hit rate}`` as before, plus the grids.
+
+    Attributes:
+        images: the rows' images (rows, C, H, W), on the CPU.
+        targets: the columns' logit indices; ``labels`` their titles.
+        perturbed: ``{(method, k): images after k steps (rows, targets, C, H, W)}`` on the CPU.
+        temperature, alpha, eps: the ascent settings; ``paths`` the JPEGs written.
+    """
+
+    def __init__(self, hits=(), *, images=None, targets=(), labels=(), perturbed=None, temperature=PAPER_TEMPERATURE,
+                 alpha=20.0, eps=100.0, paths=()):
+        super().__init__(hits)
+        self.images, self.targets, self.labels = images, list(targets), list(labels)
+        self.perturbed = dict(perturbed or {})
+        self.temperature, self.alpha, self.eps, self.paths = temperature, alpha, eps, list(paths)
+
+    def perturbation(self, method: str, steps: int) -> torch.Tensor:
+        """The k-step perturbations ``x_k - x`` of one method, (rows, targets, C, H, W)."""
+        if (method, steps) not in self.perturbed:
+            raise KeyError(f"no {method} grid after {steps} steps here; computed: {sorted(self.perturbed)}")
+        return self.perturbed[method, steps] - self.images.unsqueeze(1)
+
+
+def perturbation_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine between matching perturbations of two grids (..., C, H, W) -> (...), each flattened over C, H, W.
+
+    A zero perturbation against anything gives 0.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"grids differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    a, b = a.detach().double().flatten(-3), b.detach().double().flatten(-3)
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-300)
+
+
+def grid_cosines(pullback: AscentGrids, gradient: AscentGrids | None = None, steps: int = 5) -> dict:
+    """How alike the pullback-ascent and gradient-ascent grids are: the per-cell cosine between the
+    ``steps``-step perturbations along the excitation pullback and along the vanilla gradient.
+
+    Args:
+        pullback: an :func:`ascent_figures` result holding the pullback grid after ``steps`` steps.
+        gradient: the result holding the gradient grid (default: ``pullback`` itself), e.g. the T = 0.3
+            run's when the T = 1 run computed only pullbacks. Both must hold the same images and targets.
+        steps: which step count to compare.
+
+    Returns:
+        ``{"mean", "min", "max", "median"}`` over the grid's cells (floats), ``"cells"`` (rows, targets)
+        and the settings ``"temperature"``, ``"steps"``.
+    """
+    gradient = pullback if gradient is None else gradient
+    if gradient.targets != pullback.targets or not torch.equal(gradient.images, pullback.images):
+        raise ValueError("the two results hold different images or targets")
+    cells = perturbation_cosines(pullback.perturbation("pullback", steps), gradient.perturbation("gradient", steps))
+    return {"mean": cells.mean().item(), "median": cells.median().item(), "min": cells.min().item(),
+            "max": cells.max().item(), "cells": cells, "temperature": pullback.temperature, "steps": steps}
 
 
 def ascent_trajectories(model, images: torch.Tensor, targets: Sequence[int], steps: int = 10, method="pullback",
@@ -45,21 +111,28 @@ def hit_rate(model, perturbed: torch.Tensor, targets: Sequence[int]) -> float:
 
 
 def ascent_figures(model: Classifier, images: torch.Tensor, out_dir="media", steps=(1, 5, 10), alpha=20.0,
-                   eps=100.0, temperature=0.3, methods=("pullback", "gradient"), progress=True):
+                   eps=100.0, temperature=PAPER_TEMPERATURE, methods=("pullback", "gradient"),
+                   progress=True) -> AscentGrids:
     """The paper's class-by-target grids for one model, as difference images and as perturbed images.
 
     Rows are ``images`` (the paper's five); columns the original and the six targets of
     :func:`utils.models.paper_targets`. Writes one JPEG per method, kind and step count (see
-    :func:`figure_path`) and returns ``{(method, steps): hit rate}``: the fraction of the grid's cells
-    that the model assigns to the column's target after that many steps.
+    :func:`figure_path`: at T != 0.3 the pullback files carry the temperature in their names).
+
+    Returns:
+        An :class:`AscentGrids`: the dict ``{(method, steps): hit rate}`` (the fraction of the grid's
+        cells that the model assigns to the column's target after that many steps), which also keeps
+        the perturbed grids for :func:`grid_cosines`.
     """
     targets, labels = paper_targets(model)
     titles = ["original"] + labels
     originals = [as_image(x) for x in images]
-    hits = {}
+    result = AscentGrids(images=images.detach().cpu(), targets=targets, labels=labels, temperature=temperature,
+                         alpha=alpha, eps=eps)
     for method in methods:
         path = ascent_trajectories(model, images, targets, max(steps), method, alpha, eps, temperature, progress)
         for k in steps:
+            result.perturbed[method, k] = path[k].detach().cpu()
             diffs = path[k] - images.unsqueeze(1)
             for kind, show in (("diff", as_signed_map), ("image", as_image)):
                 source = diffs if kind == "diff" else path[k]
@@ -67,10 +140,13 @@ def ascent_figures(model: Classifier, images: torch.Tensor, out_dir="media", ste
                 what = "perturbation" if kind == "diff" else "perturbed image"
                 title = (f"{model.name}: {what} after {k} step{'s' * (k > 1)} of {METHOD_NAMES[method]} ascent"
                          f" (alpha={alpha:g}, eps={eps:g}" + (f", T={temperature:g})" if method == "pullback" else ")"))
-                fig = image_grid(cells, titles, path=figure_path(out_dir, method, kind, model.name, alpha, k), title=title)
+                file = figure_path(out_dir, method, kind, model.name, alpha, k, temperature)
+                fig = image_grid(cells, titles, path=file, title=title)
                 plt.close(fig)
-            hits[method, k] = hit_rate(model, path[k], targets)
-    return hits
+                result.paths.append(file)
+            result[method, k] = hit_rate(model, path[k], targets)
+        del path
+    return result
 
 
 def temperature_sweep(model: Classifier, images: torch.Tensor, targets: Sequence[int], out_dir="media",

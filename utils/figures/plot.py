@@ -77,64 +77,40 @@ def plot_gates(gates: dict, temperatures: Sequence[float] = (0.15, 0.3, 0.5), z_
     return fig
 
 
-def plot_matrix(matrix: torch.Tensor, labels: Sequence[str], title: str, ax=None, fmt: str = "{:.2f}"):
-    """A labelled heatmap with values written in each cell."""
-    m = matrix.detach().double().cpu().numpy()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(0.6 * len(labels) + 2, 0.6 * len(labels) + 1.5))
-    image = ax.imshow(m, cmap="viridis")
-    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+def heatmap(ax, matrix, rows: Sequence[str], columns: Sequence[str], title: str, xlabel: str = "", ylabel: str = "",
+            vmin=None, vmax=None, cmap: str = "viridis", fmt="{:.2f}", rotate: bool = False):
+    """A labelled heatmap on ``ax`` with each finite value written in its cell and a colour bar.
+
+    ``fmt`` is a format string or a callable ``value -> str``; cell text is white on the darker half of
+    the colour scale. ``rotate`` slants the column labels (for long names).
+    """
+    m = np.asarray(matrix.detach().double().cpu() if isinstance(matrix, torch.Tensor) else matrix, dtype=float)
+    image = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(columns)), columns, fontsize=8, **({"rotation": 60, "ha": "right"} if rotate else {}))
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_xlabel(xlabel), ax.set_ylabel(ylabel), ax.set_title(title, fontsize=10)
+    low, high = image.get_clim()
+    text = fmt if callable(fmt) else fmt.format
     for (i, j), v in np.ndenumerate(m):
-        ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=6,
-                color="white" if v < (m.max() + m.min()) / 2 else "black")
-    ax.set_title(title, fontsize=10)
-    plt.colorbar(image, ax=ax, fraction=0.046)
+        if np.isfinite(v):
+            ax.text(j, i, text(v), ha="center", va="center", fontsize=6,
+                    color="white" if v < (low + high) / 2 else "black")
+    plt.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
     return ax
 
 
-FAITHFULNESS_PANELS = (("deletion_auc", "deletion AUC (lower is better)"),
-                       ("insertion_auc", "insertion AUC (higher is better)"),
-                       ("faithfulness_correlation", "faithfulness correlation (higher)"),
-                       ("infidelity", "infidelity (lower, log scale)"))
+def plot_matrix(matrix: torch.Tensor, labels: Sequence[str], title: str, ax=None, fmt: str = "{:.2f}"):
+    """A square labelled heatmap (same labels on both axes) with values written in each cell."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.6 * len(labels) + 2, 0.6 * len(labels) + 1.5))
+    return heatmap(ax, matrix, labels, labels, title, fmt=fmt, rotate=True)
 
 
-def plot_faithfulness(summary: Sequence[dict], ours: Sequence[str] = (), title: str = ""):
-    """Bars with bootstrap 95% CIs per method for each faithfulness metric, and the randomisation check
-    (Spearman similarity to the trained model's map vs how many layers are randomised, top down).
-
-    ``summary`` holds rows ``{"method", "metric", "mean", "ci_low", "ci_high"}`` as written by
-    :func:`utils.evaluate.summarise`; methods in ``ours`` are drawn in orange, the rest in blue, the
-    random-attribution control in grey.
-    """
-    rows = {(r["method"], r["metric"]): r for r in summary}
-    methods = list(dict.fromkeys(r["method"] for r in summary))
-    fig, axes = plt.subplots(1, 5, figsize=(22, 4.8), gridspec_kw={"width_ratios": [1, 1, 1, 1, 1.3]})
-    for ax, (metric, label) in zip(axes, FAITHFULNESS_PANELS):
-        shown = [m for m in methods if (m, metric) in rows]
-        mean = np.array([float(rows[m, metric]["mean"]) for m in shown])
-        err = np.abs(np.array([[float(rows[m, metric][k]) for m in shown] for k in ("ci_low", "ci_high")]) - mean)
-        colours = ["tab:orange" if m in ours else "0.6" if m == "random" else "tab:blue" for m in shown]
-        ax.barh(range(len(shown)), mean, xerr=err, color=colours, capsize=2)
-        ax.set_yticks(range(len(shown)), shown if ax is axes[0] else [""] * len(shown))
-        ax.invert_yaxis()
-        ax.set_title(label, fontsize=10)
-        if metric == "infidelity":
-            ax.set_xscale("log")
-    ax = axes[-1]
-    stages = sorted({r["metric"] for r in summary if r["metric"].startswith("randomisation")},
-                    key=lambda s: int(s.split("top ")[1].split("/")[0]))
-    for m in methods:
-        ys = [float(rows[m, s]["mean"]) for s in stages if (m, s) in rows]
-        if len(ys) == len(stages) and stages:
-            style = "-o" if m in ours else "--."
-            ax.plot(range(len(stages) + 1), [1.0] + ys, style, label=m)
-    ax.set_xticks(range(len(stages) + 1), ["none"] + [s.split("top ")[1].split(" ")[0] for s in stages])
-    ax.set_xlabel("layers randomised from the top")
-    ax.set_ylabel("Spearman(|map|, |map of trained model|)")
-    ax.set_title("randomisation check (lower = passes)", fontsize=10)
-    ax.legend(fontsize=7, loc="upper right")
-    if title:
-        fig.suptitle(title)
+def savefig(fig, path, dpi: int = 110) -> Path:
+    """Lay out, save (creating the folder) and close a figure; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    return fig
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

@@ -1,5 +1,7 @@
-"""The study command (utils.experiments.stability): its tables agree with the library, and it resumes exactly."""
+"""The study command (utils.experiments.stability): its tables agree with the library, it resumes exactly,
+and its records cannot silently go wrong (damaged pieces, another data root, bad settings)."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -8,11 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-import utils.experiments.stability as study
+import utils.experiments.stability.run as study
 from conftest import randomize_batchnorm
+from utils.analysis.cross_gating import cross_gating_matrices
+from utils.analysis.overlap import jaccard_matrix
 from utils.data.imagenette import IMAGENETTE_WNIDS, load_image
+from utils.experiments.records import DamagedPartWarning, RunMismatchError, read_csv
+from utils.experiments.stability import KERNELS, findings
+from utils.experiments.training.checkpoints import checkpoint_name, load_checkpoint
 from utils.models.nets import PoolResNet
-from utils.analysis.stability import cross_gating_matrices, jaccard_matrix, load_checkpoint
 
 SETTINGS = dict(images=12, epochs=(0, 1, 2), kernel_epochs=(0, 2), kernel_train=10, resolution=32, chunk_size=6,
                 progress=False)
@@ -28,7 +34,7 @@ def _checkpoints(folder: Path, seed: int, epochs) -> Path:
     for e in epochs:
         state = {k: v + 0.4 * e * v.std() * torch.randn(v.shape, generator=g) if v.is_floating_point() and v.ndim == 4
                  else v for k, v in start.items()}
-        torch.save({"model": state, "epoch": e}, folder / f"epoch_{e:05.2f}.pt")
+        torch.save({"model": state, "epoch": e}, folder / checkpoint_name(e))
     return folder
 
 
@@ -75,10 +81,10 @@ def test_tables_match_the_library_and_their_invariants(setup, baseline):
 
     # Against the library on the same images, recomputed here: rows are gate sources, columns weights.
     cfg = st["config"]
-    rows = study.read_csv(out / "val_images.csv")
+    rows = read_csv(out / "val_images.csv")
     x = torch.stack([load_image(setup["data"] / r["path"], 32) for r in rows])
     y = torch.tensor([int(r["label"]) for r in rows])
-    models = [load_checkpoint(setup["main"] / f"epoch_{e:05.2f}.pt") for e in cfg["epochs"]]
+    models = [load_checkpoint(setup["main"] / checkpoint_name(e)) for e in cfg["epochs"]]
     for kind, temperature in (("hard", None), ("soft", 0.3)):
         ref = cross_gating_matrices(models, x, y, temperature)
         np.testing.assert_allclose(st["cross"][kind]["accuracy"], ref["accuracy"].numpy(), atol=1e-6)
@@ -93,7 +99,7 @@ def test_tables_match_the_library_and_their_invariants(setup, baseline):
     assert ((0 < c["active_fraction"]) & (c["active_fraction"] < 1)).all()
 
     knn = st["kernel_knn"]
-    assert len(knn) == 2 * 4 * 3 and {r["kernel"] for r in knn} == set(study.KERNELS)
+    assert len(knn) == 2 * 4 * 3 and {r["kernel"] for r in knn} == set(KERNELS)
     assert len({r["accuracy"] for r in knn if r["kernel"] == "input" and r["k"] == 1}) == 1  # no epoch in it
     assert len(st["summary"]) == S and st["summary"][-1]["jaccard_vs_final"] == 1.0
     assert st["summary"][-1]["hard_final_gates_accuracy"] == st["summary"][-1]["own_accuracy"]
@@ -153,7 +159,7 @@ def test_control_epochs_added_later_and_settings_guarded(setup, tmp_path, monkey
     assert np.isfinite(st["controls"]["control_hard_accuracy"]).all()
     assert calls["cross_gating_rows"] == calls["jaccard_matrix"] == 2  # only the two new control pieces
     assert calls["cross_gated_predictions"] == calls["excitation_kernels"] == 0
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(RunMismatchError, match="resolution: stored 32, now 64"):
         study.run_study(setup["data"], setup["main"], control, tmp_path / "out", media=None,
                         **{**SETTINGS, "resolution": 64})
     assert json.loads((tmp_path / "out" / "config.json").read_text())["resolution"] == 32
@@ -162,7 +168,7 @@ def test_control_epochs_added_later_and_settings_guarded(setup, tmp_path, monkey
 def test_findings_are_read_from_the_tables(baseline):
     import copy
     st = baseline[2]
-    lines = study.findings(st)
+    lines = findings(st)
     hard, c = st["cross"]["hard"], st["controls"]
     # SETTINGS epochs (0, 1, 2): "early" is epoch 1, the final is epoch 2.
     assert f"1: {st['summary'][1]['jaccard_vs_final']:.2f}" in lines[0]
@@ -173,4 +179,44 @@ def test_findings_are_read_from_the_tables(baseline):
     # Change one table entry: the sentence follows it.
     changed = copy.deepcopy(st)
     changed["cross"]["hard"]["accuracy"][2, 1] = 0.123
-    assert "top-1 12.3% against" in study.findings(changed)[2]
+    assert "top-1 12.3% against" in findings(changed)[2]
+
+
+@pytest.mark.parametrize("damage", ["cut short", "emptied", "check file missing"])
+def test_damaged_piece_is_recomputed_with_a_warning(setup, baseline, tmp_path, monkeypatch, damage):
+    shutil.copytree(baseline[0], tmp_path / "out")
+    piece = tmp_path / "out" / "parts" / "row_s01.00.npz"
+    if damage == "check file missing":
+        piece.with_name(piece.name + ".check.json").unlink()
+    else:
+        piece.write_bytes(piece.read_bytes()[:len(piece.read_bytes()) // 2] if damage == "cut short" else b"")
+    calls = _count_calls(monkeypatch)
+    with pytest.warns(DamagedPartWarning, match=re.escape(str(piece))):
+        _run(setup, tmp_path / "out")
+    assert calls["cross_gating_rows"] == 1 and calls["excitation_kernels"] == 0  # that piece alone
+    whole, again = _files(baseline[0]), _files(tmp_path / "out")
+    del whole["timings.csv"], again["timings.csv"]
+    assert whole == again
+
+
+def test_another_data_root_is_refused_naming_it(setup, baseline, tmp_path, monkeypatch):
+    shutil.copytree(baseline[0], tmp_path / "out")
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(setup["data"], moved)  # the same images in another folder
+    calls = _count_calls(monkeypatch)
+    with pytest.raises(RunMismatchError) as error:
+        study.run_study(moved, setup["main"], setup["control"], tmp_path / "out", media=None, **SETTINGS)
+    assert f'data_root: stored "{setup["data"].resolve()}", now "{moved.resolve()}"' in str(error.value)
+    assert "delete" in str(error.value) and calls == dict.fromkeys(calls, 0)
+
+
+@pytest.mark.parametrize("bad", ["temperature 0", "missing checkpoint", "no data"])
+def test_bad_settings_leave_no_record_and_the_corrected_run_proceeds(setup, baseline, tmp_path, bad):
+    out = tmp_path / "out"
+    changes = {"temperature 0": {"temperature": 0.0}, "missing checkpoint": {"epochs": (0, 1, 3)}}.get(bad, {})
+    data = tmp_path / "nowhere" if bad == "no data" else setup["data"]
+    with pytest.raises((ValueError, FileNotFoundError)):
+        study.run_study(data, setup["main"], setup["control"], out, media=None, **{**SETTINGS, **changes})
+    assert not (out / "config.json").exists()
+    st = _run(setup, out)
+    np.testing.assert_array_equal(st["cross"]["hard"]["accuracy"], baseline[2]["cross"]["hard"]["accuracy"])

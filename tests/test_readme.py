@@ -1,0 +1,61 @@
+"""The README's code runs as printed: offline, with nothing beside the clone."""
+import re
+
+import pytest
+import torch
+
+from utils.data import imagenette
+from utils.data.examples import examples_for_tests
+from utils.paths import REPO
+
+
+def python_blocks(section: str | None = None) -> list[str]:
+    """The ```python blocks of README.md, or of one ``## section`` of it."""
+    text = (REPO / "README.md").read_text()
+    if section is not None:
+        text = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)
+
+
+@pytest.fixture
+def examples(tmp_path, monkeypatch):
+    root, _ = examples_for_tests(tmp_path / "examples")  # data/examples, or copies / stand-ins in tmp_path
+    monkeypatch.setattr(imagenette, "EXAMPLES", root)
+    monkeypatch.delenv("IMAGENETTE_ROOT", raising=False)
+    monkeypatch.chdir(REPO)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a busy 2-core machine two threads are several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(block: str) -> dict:
+    namespace = {"__name__": "__readme__"}
+    exec(compile(block, str(REPO / "README.md"), "exec"), namespace)
+    return namespace
+
+
+def test_first_python_block_runs_as_written(examples, capsys):
+    first = python_blocks()[0]
+    assert "paper_batch()" in first and 'load_model("bundled"' in first
+    ns = run(first)
+    out = capsys.readouterr().out
+    assert ns["labels"].tolist() == [0, 2, 4, 6, 8] and ns["images"].shape == (5, 3, 224, 224)
+    assert ns["field"].shape == ns["vanilla"].shape == ns["images"].shape
+    assert ns["path"].shape == (6, 5, 3, 224, 224) and torch.equal(ns["path"][0], ns["images"])
+    assert "target 'church'; after 5 steps:" in out
+    assert "same field as excitation_pullback: True" in out
+
+
+def test_own_model_block_runs_as_written(capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    (block,) = python_blocks("Using it on your own model")
+    ns = run(block)
+    assert ns["field"].shape == ns["x"].shape == (2, 3, 224, 224)
+    torch.testing.assert_close(ns["x"].grad, ns["field"])

@@ -1,0 +1,79 @@
+"""One way to intercept a model's calls: a ``TorchFunctionMode`` that routes chosen functions to handlers.
+
+Used by the excitation pullback (:mod:`utils.core.excitation`), the gate recorder
+(:mod:`utils.analysis.gating`) and the theory checks (:mod:`utils.analysis.theory`). It sees every *call*: a
+module, a module used several times, ``inplace=True``, or a functional call such as DenseNet's final
+``F.relu(features, inplace=True)`` (which module hooks or swapping miss). The families below name every spelling
+of a call that torch routes through ``__torch_function__``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+Handler = Callable[[Callable, tuple, dict], object]
+
+RELU_FUNCTIONS = {F.relu: False, torch.relu: False, torch.Tensor.relu: False,
+                  F.relu_: True, torch.relu_: True, torch.Tensor.relu_: True}
+"""Every spelling of a ReLU call -> whether it is in place by default."""
+MAXPOOL2D_FUNCTIONS = (F.max_pool2d, torch.max_pool2d)
+ADAPTIVE_MAXPOOL2D_FUNCTIONS = (F.adaptive_max_pool2d,)
+SILU_FUNCTIONS = (F.silu,)
+GELU_FUNCTIONS = (F.gelu,)
+LAYER_NORM_FUNCTIONS = (F.layer_norm,)
+SDPA_FUNCTIONS = (F.scaled_dot_product_attention,)
+SOFTMAX_FUNCTIONS = (F.softmax, torch.softmax, torch.Tensor.softmax)
+MATMUL_FUNCTIONS = (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm, torch.Tensor.bmm)
+DROPOUT_FUNCTIONS = (F.dropout,)
+LEAKY_RELU_FUNCTIONS = {F.leaky_relu: False, F.leaky_relu_: True}
+HARDTANH_FUNCTIONS = {F.hardtanh: False, F.hardtanh_: True, F.relu6: False}
+HARDSWISH_FUNCTIONS = (F.hardswish,)
+CLAMP_FUNCTIONS = {torch.clamp: False, torch.Tensor.clamp: False, torch.clip: False, torch.Tensor.clip: False,
+                   torch.clamp_min: False, torch.Tensor.clamp_min: False, torch.Tensor.clamp_: True,
+                   torch.Tensor.clip_: True, torch.Tensor.clamp_min_: True, torch.clamp_: True,
+                   torch.clamp_min_: True}
+"""Clamps -> in place; ``clamp(z, min=0)`` is a ReLU in disguise."""
+MAXIMUM_FUNCTIONS = (torch.maximum, torch.Tensor.maximum, torch.max, torch.Tensor.max)
+WHERE_FUNCTIONS = (torch.where, torch.Tensor.where)
+GREATER_FUNCTIONS = (torch.gt, torch.Tensor.gt, torch.Tensor.__gt__, torch.greater)
+MHA_FUNCTIONS = (F.multi_head_attention_forward,)
+"""``nn.MultiheadAttention``'s function: the mode sees this call, not the ``scaled_dot_product_attention`` inside it
+(a mode steps aside while it handles a call), so attention has a rule for it too."""
+
+
+def bound_argument(args: tuple, kwargs: dict, position: int, name: str, default=None):
+    """The argument at ``position`` (counting the first tensor as 0) or keyword ``name``, else ``default``."""
+    if len(args) > position:
+        return args[position]
+    return kwargs.get(name, default)
+
+
+def call_name(func) -> str:
+    return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+
+
+class Interceptor(TorchFunctionMode):
+    """Routes calls of the functions in ``handlers`` to ``handler(func, args, kwargs)``; every other call runs as is
+    (a subclass may override :meth:`other`). While a handler runs, the interceptor steps aside: the calls the
+    handler makes are not seen.
+
+    Push it (``with interceptor:``) around the code whose calls it should see; it is per thread (torch keeps the
+    mode stack per thread) and sees nothing once popped.
+    """
+
+    def __init__(self, handlers: dict[Callable, Handler] | None = None):
+        super().__init__()
+        self.handlers = dict(handlers or {})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        handler = self.handlers.get(func)
+        if handler is not None:
+            return handler(func, args, kwargs)
+        return self.other(func, args, kwargs)
+
+    def other(self, func, args, kwargs):
+        return func(*args, **kwargs)

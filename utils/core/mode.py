@@ -1,0 +1,250 @@
+"""``ExcitationMode``: the interceptor that applies the rules inside one forward call.
+
+Every call of a function some rule replaces (:mod:`utils.core.rules`) goes to that rule, one autograd node per
+call. Besides the rules' own functions it watches inference-mode batch norms and the sums after them (so a
+ReLU's gate can be recomputed in the backward pass instead of saved), attention weights and the products that
+apply them, ReLUs written as ``clamp``, ``maximum``, ``where`` or ``threshold``, and calls with no rule.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import interception as calls
+from .interception import Interceptor
+from .settings import Settings
+from .surrogates import AttentionValues
+
+
+class UnsupportedNonlinearityError(TypeError):
+    """The model uses a nonlinearity for which no excitation rule is defined."""
+
+
+_NO_RULE_NAMES = (
+    "mish", "elu", "elu_", "selu", "selu_", "celu", "celu_", "softplus", "prelu", "rrelu", "rrelu_", "glu",
+    "max_pool1d", "max_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices",
+    "adaptive_max_pool1d", "adaptive_max_pool3d", "adaptive_max_pool1d_with_indices",
+    "adaptive_max_pool2d_with_indices", "adaptive_max_pool3d_with_indices", "fractional_max_pool2d",
+    "fractional_max_pool3d", "fractional_max_pool2d_with_indices", "fractional_max_pool3d_with_indices",
+)
+UNSUPPORTED_FUNCTIONS = {
+    fn for name in _NO_RULE_NAMES for fn in (getattr(F, name, None), getattr(torch, name, None)) if fn is not None
+}
+"""Nonlinearities with no rule: strict mode names them, otherwise they keep their exact backward. (Sigmoid and
+Hardsigmoid, as multiplicative gates in squeeze-excitation blocks, keep their exact backward without a word.)"""
+UNSUPPORTED_MODULES = (
+    nn.Mish, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.PReLU, nn.RReLU, nn.GLU, nn.MaxPool1d, nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool3d, nn.FractionalMaxPool2d, nn.FractionalMaxPool3d,
+)
+THRESHOLD_FUNCTIONS = {F.threshold: False, F.threshold_: True}
+
+
+class Recipe(NamedTuple):
+    """How a tensor can be recomputed in the backward pass instead of saved."""
+    tensor: torch.Tensor
+    version: int  # of ``tensor`` when the recipe was made
+    batch_norm: dict  # the inference-mode batch_norm call's arguments
+    addends: tuple  # tensors added to the batch norm's output since
+    inputs: tuple  # (tensor, version) of every tensor used: a recipe is valid while none of them changed
+
+
+_BATCH_NORM_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+_BATCH_NORM_DEFAULTS = dict(weight=None, bias=None, training=False, momentum=0.1, eps=1e-5)
+_INPLACE_ADDS = (torch.Tensor.__iadd__, torch.Tensor.add_)
+_ADDS = (*_INPLACE_ADDS, torch.Tensor.__add__, torch.Tensor.add, torch.add)
+
+
+def _is_zero(value) -> bool:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value == 0
+    return isinstance(value, torch.Tensor) and value.numel() == 1 and not value.requires_grad and value.item() == 0
+
+
+class ExcitationMode(Interceptor):
+    """Routes the calls each rule of ``settings`` replaces to that rule; one instance per forward call.
+
+    Besides the rules, it keeps two kinds of short-lived notes on recent outputs (valid while their version
+    counters say they are unchanged): how an inference-mode batch norm's output (plus residual addends) can be
+    recomputed, so that the ReLU after it saves no gate; and which tensors are attention weights from the
+    attention rule's softmax, so that ``weights @ V`` passes the soft weights to ``V``'s gradient. It also softens
+    ReLUs written as ``clamp(min=0)``, ``maximum(z, 0)``, ``torch.where(z > 0, z, 0)`` or ``threshold(z, 0, 0)``
+    with the ReLU rule, and names nonlinearities with no rule (strict) or leaves them exact.
+    """
+
+    RECIPES_KEPT = 4
+    """How many recent batch-norm outputs stay recomputable: a residual block may run its shortcut's convolution
+    and batch norm between its last batch norm and the addition (torchvision's Bottleneck with downsample)."""
+
+    def __init__(self, settings: Settings):
+        handlers = {fn: functools.partial(rule.apply, self) for fn, rule in settings.dispatch.items()}
+        relu = settings.rule("relu")
+        if relu is not None:
+            handlers[F.batch_norm] = self._batch_norm
+            handlers.update({fn: self._add for fn in _ADDS})
+            handlers.update({fn: self._clamp for fn in calls.CLAMP_FUNCTIONS})
+            handlers.update({fn: self._maximum for fn in calls.MAXIMUM_FUNCTIONS})
+            handlers.update({fn: self._greater for fn in calls.GREATER_FUNCTIONS})
+            handlers.update({fn: self._where for fn in calls.WHERE_FUNCTIONS})
+            handlers.update({fn: self._threshold for fn in THRESHOLD_FUNCTIONS})
+        if settings.rule("attention") is not None:
+            handlers.update({fn: self._matmul for fn in calls.MATMUL_FUNCTIONS})
+            handlers.update({fn: self._dropout for fn in calls.DROPOUT_FUNCTIONS})
+        for fn in UNSUPPORTED_FUNCTIONS:
+            handlers.setdefault(fn, self._unsupported_call)
+        super().__init__(handlers)
+        self.settings, self.strict, self.relu = settings, settings.strict, relu
+        self.recipes: dict[int, Recipe] = {}  # id of a recent tensor -> its recipe
+        self.attention: dict[int, tuple] = {}  # id of recent attention weights -> (weights, version, logits, T)
+        self.masks: dict[int, tuple] = {}  # id of a recent ``z > 0`` -> (mask, version, z)
+
+    # -- batch-norm recipes (the ReLU rule's memory saving) --------------------------------------------------------
+    def _batch_norm(self, func, args, kwargs):
+        out = func(*args, **kwargs)
+        if torch.is_grad_enabled() and out.requires_grad:
+            bound = {**_BATCH_NORM_DEFAULTS, **dict(zip(_BATCH_NORM_ARGS, args)), **kwargs}
+            if not bound["training"] and bound["running_mean"] is not None:  # running statistics: recomputable
+                inputs = [bound[k] for k in ("input", "running_mean", "running_var", "weight", "bias")]
+                self._remember(out, bound, (), tuple((t, t._version) for t in inputs if t is not None))
+        return out
+
+    def _add(self, func, args, kwargs):
+        extended = None  # (recipe of the batch-norm side, addend), looked up before an in-place add changes it
+        if len(args) == 2 and not kwargs and all(isinstance(a, torch.Tensor) for a in args):
+            # an out-of-place sum may have the batch norm on either side, an in-place one only on the left
+            pairs = [(args[0], args[1])] if func in _INPLACE_ADDS else [(args[0], args[1]), (args[1], args[0])]
+            for base, addend in pairs:
+                recipe = self._valid_recipe(base) if addend is not base else None
+                if recipe is not None:
+                    extended = (recipe, addend)
+                    break
+        out = func(*args, **kwargs)
+        if extended is not None and torch.is_grad_enabled() and isinstance(out, torch.Tensor) and out.requires_grad:
+            recipe, addend = extended
+            if out.shape == recipe.tensor.shape and out.dtype == recipe.tensor.dtype:
+                self._remember(out, recipe.batch_norm, recipe.addends + (addend,),
+                               recipe.inputs + ((addend, addend._version),))
+        return out
+
+    def _remember(self, out, batch_norm, addends, inputs):
+        self.recipes.pop(id(out), None)
+        self.recipes[id(out)] = Recipe(out, out._version, batch_norm, addends, inputs)
+        while len(self.recipes) > self.RECIPES_KEPT:
+            del self.recipes[next(iter(self.recipes))]
+
+    def _valid_recipe(self, z: torch.Tensor):
+        """The recipe of ``z`` if neither ``z`` nor any tensor it was computed from changed since; else None."""
+        recipe = self.recipes.get(id(z))
+        if recipe is None or recipe.tensor is not z or z._version != recipe.version:
+            return None
+        if any(t._version != version for t, version in recipe.inputs):
+            return None
+        return recipe
+
+    def recipe_of(self, z: torch.Tensor) -> Recipe | None:
+        """The :class:`Recipe` of ``z`` if ``z`` is, unchanged since, an inference-mode batch norm's output plus
+        addends, made by recent calls from inputs that did not change since; else None (the gate itself is then
+        saved). Used once: the recipe is forgotten."""
+        recipe = self._valid_recipe(z)
+        self.recipes.pop(id(z), None)
+        return recipe
+
+    # -- attention weights ---------------------------------------------------------------------------------------
+    def remember_attention(self, weights: torch.Tensor, logits: torch.Tensor, temperature: float) -> None:
+        self.attention[id(weights)] = (weights, weights._version, logits, temperature)
+        while len(self.attention) > 4:
+            del self.attention[next(iter(self.attention))]
+
+    def _attention_of(self, t):
+        note = self.attention.get(id(t))
+        if note is None or note[0] is not t or t._version != note[1]:
+            return None
+        return note
+
+    def _dropout(self, func, args, kwargs):
+        out = func(*args, **kwargs)
+        note = self._attention_of(args[0])
+        p = calls.bound_argument(args, kwargs, 1, "p", 0.5)
+        training = calls.bound_argument(args, kwargs, 2, "training", True)
+        if note is not None and (not training or p == 0) and out.shape == args[0].shape:
+            self.remember_attention(out, note[2], note[3])
+        return out
+
+    def _matmul(self, func, args, kwargs):
+        note = self._attention_of(args[0]) if len(args) == 2 and not kwargs else None
+        if note is None or not isinstance(args[1], torch.Tensor):
+            return func(*args, **kwargs)
+        self.attention.pop(id(args[0]), None)
+        return AttentionValues.apply(args[0], args[1], note[2], -1, note[3], func)
+
+    # -- ReLUs in disguise ----------------------------------------------------------------------------------------
+    def _disguised(self, z, func, args, kwargs, inplace):
+        if not (torch.is_grad_enabled() and isinstance(z, torch.Tensor) and z.requires_grad):
+            return func(*args, **kwargs)
+        run = lambda t: func(t, *args[1:], **kwargs)  # noqa: E731
+        return self.relu.disguised(z, run, inplace)
+
+    def _clamp(self, func, args, kwargs):
+        low = calls.bound_argument(args, kwargs, 1, "min")
+        high = calls.bound_argument(args, kwargs, 2, "max") if func not in (torch.clamp_min, torch.Tensor.clamp_min,
+                                                                            torch.Tensor.clamp_min_,
+                                                                            torch.clamp_min_) else None
+        if high is None and _is_zero(low):
+            return self._disguised(args[0], func, args, kwargs, calls.CLAMP_FUNCTIONS[func])
+        return func(*args, **kwargs)
+
+    def _maximum(self, func, args, kwargs):
+        if len(args) == 2 and not kwargs and isinstance(args[1], torch.Tensor) and _is_zero(args[1]):
+            return self._disguised(args[0], func, args, kwargs, False)
+        return func(*args, **kwargs)
+
+    def _greater(self, func, args, kwargs):
+        out = func(*args, **kwargs)
+        if len(args) == 2 and not kwargs and isinstance(args[0], torch.Tensor) and _is_zero(args[1]):
+            self.masks[id(out)] = (out, out._version, args[0])
+            while len(self.masks) > 4:
+                del self.masks[next(iter(self.masks))]
+        return out
+
+    def _where(self, func, args, kwargs):
+        if len(args) == 3 and not kwargs and isinstance(args[0], torch.Tensor):
+            note = self.masks.get(id(args[0]))
+            if note is not None and note[0] is args[0] and args[0]._version == note[1] and note[2] is args[1] \
+                    and _is_zero(args[2]):
+                mask = args[0]
+                z = args[1]
+                return self._disguised(z, lambda t, *rest: func(mask, t, *rest), (z, args[2]), {}, False)
+        return func(*args, **kwargs)
+
+    def _threshold(self, func, args, kwargs):
+        threshold = calls.bound_argument(args, kwargs, 1, "threshold")
+        value = calls.bound_argument(args, kwargs, 2, "value")
+        if _is_zero(threshold) and _is_zero(value):
+            inplace = THRESHOLD_FUNCTIONS[func] or bool(calls.bound_argument(args, kwargs, 3, "inplace", False))
+            return self._disguised(args[0], func, args, kwargs, inplace)
+        return self._unsupported_call(func, args, kwargs)
+
+    # -- no rule ---------------------------------------------------------------------------------------------------
+    def _unsupported_call(self, func, args, kwargs):
+        return self.unsupported(getattr(func, "__name__", repr(func)), func, args, kwargs)
+
+    def unsupported(self, name: str, func, args, kwargs):
+        if self.strict:
+            raise UnsupportedNonlinearityError(
+                f"{name} has no excitation rule (rules: {', '.join(k for k, r in self.settings.rules.items() if r)}); "
+                "pass strict=False to keep its ordinary backward")
+        return func(*args, **kwargs)
+
+
+def unsupported_modules(model: nn.Module) -> list[str]:
+    """Names and types of submodules with no rule, e.g. ``["block.act (ELU)"]``."""
+    found = [f"{name or '<model>'} ({type(m).__name__})" for name, m in model.named_modules()
+             if isinstance(m, UNSUPPORTED_MODULES)]
+    found += [f"{name or '<model>'} ({type(m).__name__} with return_indices=True)" for name, m in model.named_modules()
+              if isinstance(m, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)) and m.return_indices]
+    found += [f"{name or '<model>'} (Threshold({m.threshold}, {m.value}))" for name, m in model.named_modules()
+              if isinstance(m, nn.Threshold) and not (m.threshold == 0 and m.value == 0)]
+    return found

@@ -1,0 +1,280 @@
+"""The path-stability study (the paper's Hypothesis 1), end to end, resumable.
+
+    python -m utils.experiments.stability --data ../shared/data/imagenette2-224      # or set IMAGENETTE_ROOT
+
+Hypothesis 1: the ReLU gates ``1[z > 0]`` of a network settle early in training, after which it acts as a
+fixed kernel machine over its highly excited paths (the excitation kernel, Eq. 23). On checkpoints of one
+training run (:mod:`utils.experiments.training`; default ``data/checkpoints/seed0``) and a control run with
+another seed (default ``data/checkpoints/seed1``; whatever epochs it has so far), this writes to ``--out``:
+
+* ``jaccard.csv``: Jaccard overlap of the active units, averaged over the 12 ReLU call sites, checkpoint s x t;
+  ``jaccard_vs_final_by_site.csv``: per site, each checkpoint against the last;
+* ``cross_{hard,soft}_{accuracy,pearson,agreement}.csv``: ``f_pi^(t)``, the weights of checkpoint t (columns)
+  with every gate taken from checkpoint s (rows): hard ``1[z_s > 0]`` or soft ``sigmoid(z_s / T)``; its top-1
+  accuracy, the Pearson correlation of its true-class logit with that of ``f^(t)``, and how often its top-1
+  class is ``f^(t)``'s;
+* ``controls.csv``: per checkpoint t, the weights of t with (a) the gates of the seed-1 run at the same epoch
+  (hard and soft) and (b) random hard gates with t's own per-site, per-image number of active units;
+* ``kernel_knn.csv``: 1/5/10-nearest-neighbour accuracy on the val images, from a class-balanced train subset,
+  of the input cosine ``<x, x'>``, the hard and soft excitation kernels (Eq. 23, cosine form) and the cosine of
+  the penultimate features, at a few checkpoints, with each classifier's agreement with the network;
+* ``summary.csv`` (one row per checkpoint), ``config.json`` (the run's identity: settings, data root, image
+  lists' and checkpoints' hashes), ``timings.csv`` (seconds per piece), and ``parts/`` (per-image results of
+  each piece, checked on reading: a rerun skips every sound piece and recomputes a damaged one).
+
+:mod:`.tables` assembles the CSVs from the parts, :mod:`.report` reads them back,
+:mod:`utils.figures.stability` draws them.
+
+Defaults and why (45-minute budget on the 2-core CPU): everything runs at 112px, the resolution of the first
+six training epochs, which the hypothesis is about; there the final model scores ~81% on val instead of 87%
+at 224px (measured on 300 val images: 81% at 112, 83% at 128, 88% at 160). Measured cost per image at
+112px, one thread, while a training run held the other core: a forward pass 14 ms, recording the gates 19 ms,
+a cross-gated pass 15 ms (at 128px 19/25/20 ms, at 160px 34/45/33 ms). The s x t matrices dominate: with S
+checkpoints, hard and soft, ``2 S^2`` cross-gated passes per image, so S = 9 checkpoints (0, 0.25, 0.5,
+0.75, 1, 2, 4, 8, 16: every quarter over the first epoch, then doubling) and 500 val images. The
+kernels take ``N + 2 M`` gate passes and ``2 N M units`` multiply-adds per checkpoint, so a 1,000-image
+train subset (100 per class) and three checkpoints (0, 1, 16). The whole default study takes about 30
+minutes (``timings.csv`` has seconds per piece).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ...analysis.cross_gating import cross_gated_predictions, cross_gating_rows
+from ...analysis.gating import input_kernel
+from ...analysis.kernel_knn import excitation_kernels, kernel_knn_predict, penultimate_features
+from ...analysis.overlap import jaccard_matrix
+from ...core.gates import check_temperature
+from ...data.imagenette import data_root_from_env, imagenette_files, load_image
+from ...paths import CHECKPOINTS, MEDIA, REPO, RESULTS
+from ..records import append_line, check_identity, file_sha256, list_sha256, read_csv, write_csv
+from ..training.checkpoints import epoch_tag, list_checkpoints, load_checkpoint
+from .tables import KNN_K, MEASUREMENT_KEYS, load_piece, save_piece, write_tables
+
+DEFAULT_EPOCHS = (0, 0.25, 0.5, 0.75, 1, 2, 4, 8, 16)
+DEFAULT_KERNEL_EPOCHS = (0, 1, 16)
+
+
+def seeded_subset(root, split: str, n: int, seed: int, balanced: bool = False) -> list[tuple[str, int]]:
+    """``n`` ``(path, label)`` pairs of a split: the first n of a seeded permutation of torchvision's order,
+    or with ``balanced`` the first ``n // 10`` of each class in that permutation (returned in permutation order)."""
+    files = imagenette_files(root, split)
+    if not 0 < n <= len(files):
+        raise ValueError(f"{split} images must be in 1..{len(files)}, got {n}")
+    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed)).tolist()
+    if not balanced:
+        return [files[i] for i in order[:n]]
+    per_class, taken, picked = n // 10, [0] * 10, []
+    for i in order:
+        if taken[files[i][1]] < per_class:
+            taken[files[i][1]] += 1
+            picked.append(files[i])
+    return picked
+
+
+class _Run:
+    """Holds the settings, decodes images and loads checkpoints only when a missing piece needs them."""
+
+    def __init__(self, cfg: dict, data: Path, main: dict, control, out: Path, progress: bool):
+        self.cfg, self.data, self.out, self.progress, self.main = cfg, data, out, progress, main
+        ctrl = Path(control) if control else None
+        self.control = dict(list_checkpoints(ctrl)) if ctrl is not None and ctrl.is_dir() else {}
+        self.control_epochs = [e for e in cfg["epochs"] if e in self.control]
+        absent = [e for e in cfg["epochs"] if e not in self.control]
+        if absent:
+            print(f"control run {ctrl}: {'no checkpoints' if not self.control else 'partial'}; seed controls for "
+                  f"epochs {self.control_epochs or 'none'}, none yet for {absent} (re-run later to add them)",
+                  file=sys.stderr)
+        self.models: dict = {}
+
+    def piece(self, name: str, compute) -> dict:
+        """A sound stored piece, or compute, store and time it."""
+        stored = load_piece(self.out, name)
+        if stored is not None:
+            return stored
+        start = time.perf_counter()
+        arrays = compute()
+        save_piece(self.out, name, arrays)
+        append_line(self.out / "timings.csv", f"{name},{time.perf_counter() - start:.1f},{torch.get_num_threads()}")
+        return arrays
+
+    def model(self, run: str, epoch: float):
+        key = (run, epoch)
+        if key not in self.models:
+            model = load_checkpoint((self.main if run == "main" else self.control)[epoch])
+            self.models[key] = model.to(memory_format=torch.channels_last)  # ~1.5x faster convolutions on CPU
+        return self.models[key]
+
+    def _decode(self, rows) -> tuple[torch.Tensor, torch.Tensor]:
+        r = self.cfg["resolution"]
+        x = torch.stack([load_image(self.data / row["path"], r) for row in rows])
+        return x.contiguous(memory_format=torch.channels_last), torch.tensor([int(row["label"]) for row in rows])
+
+    @cached_property
+    def val(self):
+        return self._decode(read_csv(self.out / "val_images.csv"))
+
+    @cached_property
+    def train(self):
+        return self._decode(read_csv(self.out / "train_images.csv"))
+
+    def bar(self, names, desc):
+        return tqdm(names, desc=desc, disable=not self.progress)
+
+
+def _checked_setup(data, checkpoints, control, cfg: dict) -> tuple[Path, dict, dict, list]:
+    """Validate settings, data and checkpoints; returns (data root, checkpoints by epoch, identity, image lists)."""
+    if data is None:
+        raise ValueError("no Imagenette: pass --data or set IMAGENETTE_ROOT (e.g. ../shared/data/imagenette2-224)")
+    check_temperature(cfg["temperature"])
+    for key in ("resolution", "kernel_train"):
+        if cfg[key] < 1:
+            raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
+    data = Path(data).resolve()
+    lists = [("val_images", seeded_subset(data, "val", cfg["images"], cfg["seed"])),
+             ("train_images", seeded_subset(data, "train", cfg["kernel_train"], cfg["seed"], balanced=True))]
+    lists = [(name, [{"path": Path(p).relative_to(data).as_posix(), "label": y} for p, y in files])
+             for name, files in lists]
+    main = dict(list_checkpoints(checkpoints)) if Path(checkpoints).is_dir() else {}
+    wanted = sorted(set(cfg["epochs"]) | set(cfg["kernel_epochs"]))
+    missing = [e for e in wanted if e not in main]
+    if missing:
+        raise FileNotFoundError(f"{checkpoints} has no checkpoint for epochs {missing}; it has {sorted(main)}")
+    identity = {**cfg, "checkpoints": _shown(checkpoints), "control": _shown(control), "data_root": str(data),
+                **{f"{name}_sha256": list_sha256(rows) for name, rows in lists},
+                "checkpoints_sha256": {epoch_tag(e): file_sha256(main[e]) for e in wanted}}
+    return data, main, identity, lists
+
+
+def run_study(data=None, checkpoints=CHECKPOINTS / "seed0",
+              control=CHECKPOINTS / "seed1", out=RESULTS / "stability",
+              images: int = 500, epochs=DEFAULT_EPOCHS, resolution: int = 112, temperature: float = 0.3,
+              kernel_epochs=DEFAULT_KERNEL_EPOCHS, kernel_train: int = 1000, seed: int = 0, chunk_size: int = 50,
+              media=MEDIA / "stability", progress: bool = True) -> dict:
+    """Compute every missing piece, then write the CSVs (and figures into ``media`` unless None).
+
+    Returns :func:`utils.experiments.stability.load_study` of ``out``. ``epochs`` / ``kernel_epochs`` must all
+    exist in ``checkpoints``; ``control`` may be missing or partial. See the module docstring for what is
+    measured. The settings, data and checkpoints are checked before ``out/config.json`` is written.
+    """
+    cfg = {"images": images, "seed": seed, "resolution": resolution, "temperature": temperature, "gate": "sigmoid",
+           "epochs": sorted(float(e) for e in epochs), "kernel_epochs": sorted(float(e) for e in kernel_epochs),
+           "kernel_train": kernel_train, "knn_k": list(KNN_K)}
+    data, main, identity, lists = _checked_setup(data or data_root_from_env(), checkpoints, control, cfg)
+    out = Path(out)
+    check_identity(out, identity, MEASUREMENT_KEYS)
+    for name, rows in lists:
+        write_csv(out / f"{name}.csv", rows)
+    run = _Run(cfg, data, main, control, out, progress)
+    _compute_pieces(run, cfg, chunk_size)
+    write_tables(out, cfg)
+    if media is not None:
+        from ...figures.stability import plot_study
+        plot_study(out, media)
+    from .report import load_study
+    return load_study(out)
+
+
+def _compute_pieces(run: _Run, cfg: dict, c: int) -> None:
+    epochs, T, seed = cfg["epochs"], cfg["temperature"], cfg["seed"]
+    main = lambda: [run.model("main", e) for e in epochs]  # noqa: E731 - loaded only if a piece needs them
+    for e in run.bar(epochs, "cross-gating rows s"):
+        run.piece(f"row_s{epoch_tag(e)}", lambda: _row(cross_gating_rows(run.model("main", e), main(), *run.val,
+                                                                         (None, T), chunk_size=c)))
+    for _ in run.bar(["jaccard"], "gate Jaccard"):
+        run.piece("jaccard", lambda: {"per_site": jaccard_matrix(main(), run.val[0], c, per_site=True)})
+    for e in run.bar(epochs, "random-gate control"):
+        gen = torch.Generator().manual_seed(seed * 100_003 + round(e * 100))
+        run.piece(f"random_e{epoch_tag(e)}", lambda: cross_gated_predictions(
+            run.model("main", e), [run.model("main", e)], *run.val, None, chunk_size=c, control=gen))
+    for e in run.bar(run.control_epochs, "seed control"):
+        run.piece(f"seed_e{epoch_tag(e)}", lambda: _seed_control(run, e, T, c))
+    run.piece("kernel_input", lambda: _knn_predictions(input_kernel(run.val[0], run.train[0]), run.train[1]))
+    for e in run.bar(cfg["kernel_epochs"], "kernel kNN"):
+        run.piece(f"kernel_e{epoch_tag(e)}", lambda: _kernel_piece(run, e, T, c))
+
+
+def _shown(path) -> str:
+    """A path for config.json: relative to the repository when inside it, so the committed file names no machine."""
+    path = Path(path).resolve()
+    return path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(path)
+
+
+def _row(rows: dict) -> dict:
+    """A :func:`cross_gating_rows` result for temperatures (None, T) as flat arrays: hard_* and soft_*."""
+    flat = {"own_pred": rows["own_pred"], "own_true": rows["own_true"]}
+    for k, kind in enumerate(("hard", "soft")):
+        flat.update({f"{kind}_pred": rows["pred"][k], f"{kind}_true": rows["true"][k], f"{kind}_active": rows["active"][k]})
+    return flat
+
+
+def _seed_control(run: _Run, e: float, temperature: float, chunk_size: int) -> dict:
+    """The weights of the main run at epoch e with the gates of the control run at e (hard and soft)."""
+    mine, other = run.model("main", e), run.model("control", e)
+    rows = cross_gating_rows(other, [mine], *run.val, (None, temperature), chunk_size=chunk_size)
+    return {"hard_pred": rows["pred"][0, 0], "hard_true": rows["true"][0, 0], "soft_pred": rows["pred"][1, 0],
+            "soft_true": rows["true"][1, 0], "own_pred": rows["own_pred"],
+            "jaccard_per_site": jaccard_matrix([mine, other], run.val[0], chunk_size, per_site=True)[0, 1]}
+
+
+def _knn_predictions(kernel: torch.Tensor, train_labels: torch.Tensor) -> dict:
+    return {"pred": torch.stack([kernel_knn_predict(kernel, train_labels, k) for k in KNN_K])}
+
+
+def _kernel_piece(run: _Run, e: float, temperature: float, chunk_size: int) -> dict:
+    """kNN predictions (len(KNN_K), N) of the hard and soft excitation kernels and the penultimate cosine."""
+    model = run.model("main", e)
+    (xv, _), (xt, yt) = run.val, run.train
+    # All val gates held at once (1.6 GB per kind at 112px for 500 images): the train images pass only once.
+    hard, soft = excitation_kernels(model, xv, xt, (None, temperature), chunk_size=chunk_size, block_size=500)
+    fv, ft = penultimate_features(model, xv, chunk_size), penultimate_features(model, xt, chunk_size)
+    with torch.no_grad():
+        model_pred = model.fc(fv).argmax(1)
+    return {"hard_path": _knn_predictions(hard, yt)["pred"], "soft_path": _knn_predictions(soft, yt)["pred"],
+            "penultimate": _knn_predictions(input_kernel(fv, ft), yt)["pred"], "model_pred": model_pred}
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.replace(",", " ").split()]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=None, help="Imagenette root with train/ and val/ (default $IMAGENETTE_ROOT)")
+    parser.add_argument("--checkpoints", default=str(CHECKPOINTS / "seed0"))
+    parser.add_argument("--control", default=str(CHECKPOINTS / "seed1"),
+                        help="checkpoints of a run with another seed (missing or partial: uses the epochs it has)")
+    parser.add_argument("--images", type=int, default=500, help="seeded Imagenette val images")
+    parser.add_argument("--epochs", type=_floats, default=list(DEFAULT_EPOCHS),
+                        help="checkpoint epochs, e.g. '0 0.5 1 16' (default: %(default)s)")
+    parser.add_argument("--kernel-epochs", type=_floats, default=list(DEFAULT_KERNEL_EPOCHS),
+                        help="checkpoints for the kernel classifiers (default: %(default)s)")
+    parser.add_argument("--kernel-train", type=int, default=1000, help="class-balanced train images for kNN")
+    parser.add_argument("--resolution", type=int, default=112, help="image side for every measurement")
+    parser.add_argument("--temperature", type=float, default=0.3, help="soft gates sigmoid(z / T)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the image subsets and random gates")
+    parser.add_argument("--chunk-size", type=int, default=50)
+    parser.add_argument("--out", default=str(RESULTS / "stability"))
+    parser.add_argument("--media", default=str(MEDIA / "stability"), help="'' to skip the figures")
+    parser.add_argument("--threads", type=int, default=None)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    study = run_study(args.data, args.checkpoints, args.control, args.out, args.images, args.epochs, args.resolution,
+                      args.temperature, args.kernel_epochs, args.kernel_train, args.seed, args.chunk_size,
+                      args.media or None)
+    print(f"done in {time.perf_counter() - start:.0f} s; tables in {args.out}")
+    for row in study["summary"]:
+        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
