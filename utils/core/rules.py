@@ -147,8 +147,10 @@ class GatedRule(Rule):
     """An elementwise activation ``z * g(z)`` whose backward is a gate of ``z`` alone (the gate held constant)."""
 
     gate: Gate
+    default_temperature: float = 1.0
 
-    def __init__(self, temperature: float):
+    def __init__(self, temperature: float | None = None):
+        temperature = self.default_temperature if temperature is None else temperature
         self.temperature = check_temperature(temperature, f"{self.kind}_temperature")
 
     def gate_of(self, func, args, kwargs) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -180,9 +182,7 @@ class SiLURule(GatedRule):
     kind = "silu"
     functions = calls.SILU_FUNCTIONS
     gate = staticmethod(sigmoid_gate)
-
-    def __init__(self, temperature: float = 1.6):
-        super().__init__(temperature)
+    default_temperature = 1.6
 
 
 class GELURule(GatedRule):
@@ -191,9 +191,7 @@ class GELURule(GatedRule):
     kind = "gelu"
     functions = calls.GELU_FUNCTIONS
     gate = staticmethod(normal_cdf_gate)
-
-    def __init__(self, temperature: float = 1.0):
-        super().__init__(temperature)
+    default_temperature = 1.0
 
 
 class HardswishRule(GatedRule):
@@ -202,9 +200,7 @@ class HardswishRule(GatedRule):
     kind = "hardswish"
     functions = calls.HARDSWISH_FUNCTIONS
     gate = staticmethod(lambda u: F.hardsigmoid(u))
-
-    def __init__(self, temperature: float = 1.0):
-        super().__init__(temperature)
+    default_temperature = 1.0
 
 
 class LeakyReLURule(GatedRule):

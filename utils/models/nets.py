@@ -33,7 +33,18 @@ class ResidualBlock(nn.Module):
         return self.relu(y + self.shortcut(x))
 
 
-class PoolResNet(nn.Module):
+class _PooledClassifier(nn.Module):
+    """``fc(global average pool(features(x)))``: the head both networks share."""
+
+    def head(self, channels: int, num_classes: int) -> None:
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+class PoolResNet(_PooledClassifier):
     """Residual ReLU classifier for images in [-1, 1], shape (N, 3, H, W) -> logits (N, num_classes).
 
     Any H, W divisible by 32 works (global average pooling at the end); trained at 224x224.
@@ -51,17 +62,13 @@ class PoolResNet(nn.Module):
                 layers.append(ResidualBlock(channels, width))
                 channels = width
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+        self.head(channels, num_classes)
 
 
 PLAIN_LAYOUT = (32, "M", 64, "M", 128, "M", 128, 256, "M", 256, 512, "M", 512)
 
 
-class PlainNet(nn.Module):
+class PlainNet(_PooledClassifier):
     """VGG-style ReLU classifier with no residual connections, for images in [-1, 1].
 
     ``(N, 3, H, W) -> (N, num_classes)``: 3x3 conv + batch norm + ReLU layers and 2x2 max-pools as
@@ -79,11 +86,7 @@ class PlainNet(nn.Module):
                 layers += [*conv_bn(channels, item), nn.ReLU(inplace=True)]
                 channels = item
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+        self.head(channels, num_classes)
 
 
 ARCHITECTURES = {"poolresnet": PoolResNet, "plain": PlainNet}
