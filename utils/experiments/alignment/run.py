@@ -1,0 +1,322 @@
+"""The alignment study (issue 15, "Is it aligned?"): are excitation pullbacks more than a model's own noise?
+
+    python -m utils.experiments.alignment --data ../shared/data/imagenette2-224            # three models, 500 images
+    torchrun --nproc_per_node=2 -m utils.experiments.alignment --data ...                   # same, sharded
+
+On N seeded Imagenette val images (default 500, :func:`utils.experiments.faithfulness.run.evaluation_images`)
+with the *six-column scheme* of targets (image k in seeded order gets ``SIX[k % 6]``: tench, cassette
+player, church, garbage truck, golf ball, and English springer standing in for the paper's ostrich), it
+measures with :mod:`utils.analysis.alignment`:
+
+* ``pg_field`` / ``pg_ascent``: cosine between pullback (each temperature) and gradient, per model, as
+  fields and as ``steps``-step ascent perturbations;
+* ``agree_field`` / ``agree_ascent``: cosine between two models' fields / perturbations (every unordered
+  pair), for the pullback at ``temperature`` and for the gradient;
+* ``transfer_logp`` / ``transfer_became``: a source model's perturbation, scaled to L2 norm ``eps`` for
+  both methods, applied to another model (every ordered pair): rise of log p(target), and whether its top-1
+  became the target (NaN where it already was);
+* ``focus``: on ``mosaics`` 2x2 mosaics of four images of four classes (from the same images, seeded), the
+  share of positive attribution in the target's quadrant, each quadrant's class a target, for every method
+  of :data:`FOCUS_METHODS`.
+
+Image batches and groups of mosaics are checked parts under ``<out>/parts/`` (:mod:`utils.experiments.records`):
+a rerun skips valid parts and recomputes damaged ones; under ``torchrun`` rank r takes parts r, r + W, ...
+and rank 0 merges ``scores.csv``, ``summary.csv`` and ``paired.csv`` (:mod:`.report`). Nothing is random
+but the image and mosaic picks, which are seeded, so sharded, resumed and single runs agree.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from itertools import permutations
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from ...analysis.alignment import cosine, field, focus, mosaic, pairwise_cosines, perturbation, scale_to_norm, transfer
+from ...analysis.attribution import OURS, attribute_many
+from ...core.gates import check_temperature
+from ...data.imagenette import IMAGENETTE_CLASSES, IMAGENETTE_TO_IMAGENET, load_image, require_imagenette
+from ...models.zoo import load_model
+from ...paths import RESULTS
+from ..faithfulness.run import _distributed, evaluation_images
+from ..records import (append_line, check_identity, list_sha256, load_csv_part, read_csv, save_csv_part, state_sha256,
+                       write_csv)
+from .report import format_summary, paired, summarise, verdicts
+
+SIX = (0, 2, 4, 6, 8, 1)
+SCHEME = ("six-column scheme: image k (in seeded order) gets target SIX[k % 6], SIX = (0, 2, 4, 6, 8, 1) in "
+          "Imagenette indices: " + ", ".join(IMAGENETTE_CLASSES[i] for i in SIX) + " (standing in for ostrich)")
+FOCUS_METHODS = ("pullback", "pullback_x_input", "gradient", "gradient_x_input", "integrated_gradients", "gradcam")
+COLUMNS = ("image", "file", "label", "target", "measure", "model", "other", "method", "temperature", "value")
+FIELD_METHODS = ("pullback", "gradient")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything that changes a score; stored in ``<out>/config.json`` and checked when resuming."""
+    models: tuple[str, ...] = ("bundled", "bundled_seed1", "bundled_plain")
+    images: int = 500
+    seed: int = 0
+    batch: int = 10
+    size: int = 224
+    temperatures: tuple[float, ...] = (0.1, 0.3, 1.0, 2.0)
+    temperature: float = 0.3      # the one used for agreement, transfer and focus
+    steps: int = 5                # ascent steps
+    alpha: float = 20.0           # L2 norm of each ascent step (pixel units in [-1, 1])
+    eps: float = 100.0            # L2 ball of the ascent, and the norm of every transferred perturbation
+    mosaics: int = 50
+    ig_steps: int = 8             # Gauss-Legendre nodes of Integrated Gradients (focus)
+
+    def method_options(self, method: str) -> dict:
+        if method in OURS:
+            return {"temperature": self.temperature}
+        return {"steps": self.ig_steps} if method == "integrated_gradients" else {}
+
+    def method_temperature(self, method: str):
+        """The temperature column of a row: the pullback's temperature, empty for gradient methods."""
+        return self.temperature if method in OURS else ""
+
+
+SMOKE = dict(images=6, batch=3, size=64, temperatures=(0.1, 1.0), steps=2, mosaics=2, ig_steps=2)
+
+
+def validate(settings: Settings) -> Settings:
+    """The settings, or a ValueError naming the first bad one (nothing is loaded or written before this)."""
+    for t in (*settings.temperatures, settings.temperature):
+        check_temperature(t)
+    if not settings.temperatures:
+        raise ValueError("temperatures must hold at least one temperature")
+    if len(set(settings.models)) < 2 or len(set(settings.models)) != len(settings.models):
+        raise ValueError(f"the alignment study needs at least two distinct models, got {list(settings.models)}")
+    for name in ("images", "batch", "size", "steps", "mosaics", "ig_steps"):
+        if getattr(settings, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(settings, name)}")
+    if settings.size % 2:
+        raise ValueError(f"size must be even (2x2 mosaics), got {settings.size}")
+    if settings.alpha <= 0 or settings.eps <= 0:
+        raise ValueError(f"alpha and eps must be > 0, got {settings.alpha}, {settings.eps}")
+    return settings
+
+
+def load_models(names, device) -> dict:
+    """``{name: utils.models.zoo.load_model(name, device)}``; a ValueError naming any model the zoo lacks."""
+    models = {}
+    for name in names:
+        try:
+            models[name] = load_model(name, device)
+        except ValueError as error:
+            raise ValueError(f"the alignment study cannot load model {name!r}: {error} (its weights may still be "
+                             f"training; pass --models with names the zoo knows)") from error
+    return models
+
+
+def logit_targets(model, targets: torch.Tensor) -> torch.Tensor:
+    """Imagenette targets as the model's logit indices (ImageNet indices for a 1000-class model)."""
+    if len(getattr(model, "class_names", IMAGENETTE_CLASSES)) == len(IMAGENETTE_CLASSES):
+        return targets
+    return torch.tensor(IMAGENETTE_TO_IMAGENET, device=targets.device)[targets]
+
+
+def model_fields(model, x: torch.Tensor, target: torch.Tensor, s: Settings) -> dict:
+    """``{"gradient": (field, perturbation), T: (field, perturbation)}`` for every temperature and ``s.temperature``."""
+    out = {"gradient": (field(model, x, target, "gradient"),
+                        perturbation(model, x, target, "gradient", steps=s.steps, alpha=s.alpha, eps=s.eps))}
+    for t in dict.fromkeys((*s.temperatures, s.temperature)):
+        out[t] = (field(model, x, target, "pullback", t), perturbation(model, x, target, "pullback", t, s.steps,
+                                                                       s.alpha, s.eps))
+    return out
+
+
+class _Rows(list):
+    """Score rows ``{"row", measure, model, other, method, temperature, value}``, one per sample of ``values``."""
+
+    def add(self, measure, model, other, method, temperature, values: torch.Tensor):
+        self.extend({"row": i, "measure": measure, "model": model, "other": other, "method": method,
+                     "temperature": temperature, "value": float(v)} for i, v in enumerate(values.tolist()))
+
+
+def batch_scores(models: dict, images: torch.Tensor, targets: torch.Tensor, s: Settings) -> list[dict]:
+    """pg_*, agree_* and transfer_* rows of one image batch (``row`` = position in the batch)."""
+    fields = {name: model_fields(m, images, logit_targets(m, targets), s) for name, m in models.items()}
+    rows = _Rows()
+    for name, f in fields.items():
+        for t in s.temperatures:
+            rows.add("pg_field", name, "", "pullback_vs_gradient", t, cosine(f[t][0], f["gradient"][0]))
+            rows.add("pg_ascent", name, "", "pullback_vs_gradient", t, cosine(f[t][1], f["gradient"][1]))
+    for method in FIELD_METHODS:
+        key, temperature = (s.temperature, s.temperature) if method == "pullback" else ("gradient", "")
+        for i, kind in enumerate(("agree_field", "agree_ascent")):
+            for (a, b), values in pairwise_cosines({n: f[key][i] for n, f in fields.items()}).items():
+                rows.add(kind, a, b, method, temperature, values)
+        for a, b in permutations(models, 2):
+            moved = transfer(models[b], images, scale_to_norm(fields[a][key][1], s.eps), logit_targets(models[b], targets))
+            became = torch.where(moved["was_target"], float("nan"), moved["became"].double())
+            rows.add("transfer_logp", a, b, method, temperature, moved["logp_rise"])
+            rows.add("transfer_became", a, b, method, temperature, became)
+    return rows
+
+
+def mosaic_scores(models: dict, mosaics: torch.Tensor, labels: torch.Tensor, s: Settings) -> list[dict]:
+    """focus rows of mosaics (M, 3, H, W) whose quadrants hold classes ``labels`` (M, 4); ``row`` = 4 m + quadrant."""
+    x = mosaics.repeat_interleave(4, dim=0)
+    quadrant = torch.arange(4).repeat(len(mosaics))
+    options = {m: s.method_options(m) for m in FOCUS_METHODS}
+    rows = _Rows()
+    for name, model in models.items():
+        maps = attribute_many(model, x, logit_targets(model, labels.flatten()), FOCUS_METHODS, options)
+        for method, attribution in maps.items():
+            rows.add("focus", name, "", method, s.method_temperature(method), focus(attribution, quadrant))
+    return rows
+
+
+def mosaic_picks(picks: list, count: int, seed: int) -> list[list[int]]:
+    """``count`` seeded quadruples of positions in ``picks`` whose images have four different classes."""
+    generator = torch.Generator().manual_seed(seed + 15)
+    chosen = []
+    for _ in range(count):
+        four, classes = [], set()
+        for i in torch.randperm(len(picks), generator=generator).tolist():
+            if picks[i][2] not in classes and len(four) < 4:
+                four.append(i)
+                classes.add(picks[i][2])
+        if len(four) < 4:
+            raise ValueError(f"mosaics need images of four classes; the {len(picks)} images have {len(classes)}")
+        chosen.append(four)
+    return chosen
+
+
+@dataclasses.dataclass
+class _Job:
+    """A validated run: settings, models, the seeded images and the parts (image batches, mosaic groups)."""
+    settings: Settings
+    out: Path
+    models: dict
+    picks: list
+    mosaics: list
+
+    def __post_init__(self):
+        s, per = self.settings, max(1, self.settings.batch // 4)  # 4 samples per mosaic
+        self.parts = ([("batch", range(i, min(i + s.batch, len(self.picks)))) for i in range(0, len(self.picks), s.batch)]
+                      + [("mosaic", range(i, min(i + per, s.mosaics))) for i in range(0, s.mosaics, per)])
+
+    def path(self, p: int) -> Path:
+        kind = self.parts[p][0]
+        first = next(q for q, (k, _) in enumerate(self.parts) if k == kind)
+        return self.out / "parts" / f"{kind}_{p - first:04d}.csv"
+
+    def rows(self, p: int) -> int:
+        """Score rows a complete part p holds."""
+        kind, items = self.parts[p]
+        m, k = len(self.models), len(self.settings.temperatures)
+        if kind == "mosaic":
+            return len(items) * 4 * m * len(FOCUS_METHODS)
+        return len(items) * (m * k * 2 + m * (m - 1) // 2 * 2 * 2 + m * (m - 1) * 2 * 2)
+
+    def compute(self, p: int, device) -> list[dict]:
+        """Load part p's images, score them and return its rows in column order."""
+        kind, items = self.parts[p]
+        s = self.settings
+        load = {i: load_image(self.picks[i][1], s.size) for i in
+                (items if kind == "batch" else {i for m in items for i in self.mosaics[m]})}
+        if kind == "batch":
+            samples = [(i, Path(self.picks[i][1]).name) for i in items]
+            targets = torch.tensor([SIX[i % len(SIX)] for i in items], device=device)
+            rows = batch_scores(self.models, torch.stack([load[i] for i in items]).to(device), targets, s)
+        else:
+            quads = [self.mosaics[m] for m in items]
+            samples = [(i, f"mosaic{m:03d}/{Path(self.picks[i][1]).name}") for m, q in zip(items, quads) for i in q]
+            images = torch.stack([mosaic(torch.stack([load[i] for i in q])) for q in quads]).to(device)
+            targets = torch.tensor([[self.picks[i][2] for i in q] for q in quads], device=device)
+            rows = mosaic_scores(self.models, images, targets, s)
+        for row in rows:
+            i, name = samples[row.pop("row")]
+            target = SIX[i % len(SIX)] if kind == "batch" else self.picks[i][2]
+            row.update(image=self.picks[i][0], file=name, label=self.picks[i][2], target=target)
+        return [{c: r[c] for c in COLUMNS} for r in rows]
+
+
+def prepare(settings: Settings, data_root, out, device, rank: int = 0, models: dict | None = None) -> _Job:
+    """Validate the settings, pick the images, load the models, then check or store the run's identity.
+
+    ``models`` (name -> classifier) replaces loading from the zoo (tests); its names become ``settings.models``.
+    ``config.json`` is written (on rank 0) only once all of this succeeded.
+    """
+    if models is not None:
+        settings = dataclasses.replace(settings, models=tuple(models))
+    settings = validate(settings)
+    data_root = Path(data_root).resolve()
+    picks = evaluation_images(data_root, settings.images, settings.seed)
+    quads = mosaic_picks(picks, settings.mosaics, settings.seed)
+    models = load_models(settings.models, device) if models is None else {n: m.to(device).eval() for n, m in models.items()}
+    models = {n: m.to(memory_format=torch.channels_last) for n, m in models.items()}  # faster convs on CPU
+    identity = {**dataclasses.asdict(settings), "targets": SCHEME, "data_root": str(data_root),
+                "images_sha256": list_sha256((i, Path(p).relative_to(data_root).as_posix(), y) for i, p, y in picks),
+                "weights_sha256": {n: state_sha256(m) for n, m in models.items()}}
+    out = Path(out)
+    if rank == 0:
+        check_identity(out, identity)
+    return _Job(settings, out, models, picks, quads)
+
+
+def run(settings: Settings, data_root, out, models: dict | None = None, progress: bool = True) -> list[dict] | None:
+    """Run (or resume) the study; the summary rows on rank 0, None on other ranks."""
+    rank, world, device = _distributed()
+    job = prepare(settings, data_root, out, device, rank, models)
+    if world > 1:
+        dist.barrier()
+    mine = list(range(rank, len(job.parts), world))
+    todo = [p for p in mine if load_csv_part(job.path(p), job.rows(p)) is None]
+    label = "alignment" + (f" rank {rank}" if world > 1 else "")
+    with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=label, position=rank, disable=not progress) as bar:
+        for p in todo:
+            began = time.perf_counter()
+            save_csv_part(job.path(p), job.compute(p, device))
+            append_line(job.out / f"timing_rank{rank}.csv", f"{job.path(p).stem},{time.perf_counter() - began:.1f}")
+            bar.update()
+    if world > 1:
+        dist.barrier()
+    return merge(job) if rank == 0 else None
+
+
+def merge(job: _Job) -> list[dict]:
+    """Check every part, then write ``scores.csv``, ``summary.csv`` and ``paired.csv`` (none if a part is bad)."""
+    parts = [load_csv_part(job.path(p), job.rows(p)) for p in range(len(job.parts))]
+    missing = [job.path(p).name for p, rows in enumerate(parts) if rows is None]
+    if missing:
+        raise RuntimeError(f"parts {missing} have no valid results in {job.out / 'parts'}: run the command again")
+    scores = [row for rows in parts for row in rows]
+    summary = summarise(scores)
+    write_csv(job.out / "scores.csv", scores)
+    write_csv(job.out / "summary.csv", summary)
+    write_csv(job.out / "paired.csv", paired(scores))
+    return summary
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--data", default=None, help="Imagenette root with train/ and val/ (default $IMAGENETTE_ROOT)")
+    parser.add_argument("--out", default=None, help="results folder (default results/alignment, -smoke for --smoke)")
+    parser.add_argument("--smoke", action="store_true", help="a few small images, two temperatures: every measure, fast")
+    for name, value in dataclasses.asdict(Settings()).items():
+        many = isinstance(value, tuple)
+        parser.add_argument("--" + name.replace("_", "-"), type=type(value[0] if many else value),
+                            nargs="+" if many else None, help="default " + " ".join(map(str, value if many else [value])))
+    return parser
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    data = require_imagenette(args.data, "the alignment study")
+    chosen = {**(SMOKE if args.smoke else {}), **{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)
+                                                  if getattr(args, f.name) is not None}}
+    settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in chosen.items()})
+    out = Path(args.out or RESULTS / ("alignment-smoke" if args.smoke else "alignment"))
+    summary = run(settings, data, out)
+    if summary is not None:
+        print(format_summary(summary))
+        print("\n".join(verdicts(summary, read_csv(out / "paired.csv"))))
+        print(f"scores, summary and paired differences in {out}")
