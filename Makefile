@@ -4,6 +4,7 @@
 #   make test       the test suite and the notebook under nbval (bundled model; no data or network needed)
 #   make evaluate   the faithfulness evaluation (needs the full Imagenette: IMAGENETTE_ROOT), resumable
 #   make study      the path-stability study (needs IMAGENETTE_ROOT and training checkpoints), resumable
+#   make alignment  the alignment study across the bundled models (needs IMAGENETTE_ROOT), resumable
 #   make benchmark  time and memory of the pullback against a plain input gradient
 # IMAGENETTE_ROOT: a folder with train/<wnid>/ and val/<wnid>/; with it set, `make test` also runs the tests
 # that read the full dataset.
@@ -12,7 +13,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: figures test evaluate study benchmark install install-test clean
+.PHONY: figures test evaluate study alignment benchmark install install-test clean
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
@@ -40,6 +41,9 @@ evaluate: install
 
 study: install
 	$(PY) -m utils.experiments.stability
+
+alignment: install
+	$(PY) -m utils.experiments.alignment
 
 benchmark: install
 	$(PY) benchmarks/overhead.py

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import utils.experiments.alignment.run as study
-from utils.data.imagenette import IMAGENETTE_CLASSES
+from utils.data.imagenette import IMAGENETTE_CLASSES, data_root_from_env
 from utils.experiments.alignment import verdicts
 from utils.experiments.alignment.run import SIX, SMOKE, Settings, main, run
 from utils.experiments.faithfulness.run import evaluation_images
@@ -26,17 +26,19 @@ def _classifier(net, name):
     return Classifier(net.eval(), torch.nn.Identity(), IMAGENETTE_CLASSES, name)
 
 
-@pytest.fixture
-def smoke(data_root, tmp_path):
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
     """The smoke run at 64 px on the bundled model and two random ones; the plain one has no max-pools, so
     its pullback at T -> 0 is exactly its gradient (max-pool ties on flat image regions would split)."""
-    root = data_root
+    root = data_root_from_env()  # the module-wide twin of the data_root fixture
+    if root is None or not (root / "val").is_dir():
+        pytest.skip("no Imagenette data: set IMAGENETTE_ROOT")
     torch.manual_seed(0)
     models = {"bundled": load_model("bundled", "cpu"),
               "pool": _classifier(PoolResNet(widths=(8, 16, 32, 64, 128)), "pool"),
               "plain": _classifier(PlainNet(layout=(16, 32)), "plain")}
     settings = Settings(**{**SMOKE, "temperatures": (TINY_T, 0.3)})
-    out = tmp_path / "run"
+    out = tmp_path_factory.mktemp("alignment") / "run"
     summary = run(settings, root, out, models=models, progress=False)
     return root, out, settings, summary
 

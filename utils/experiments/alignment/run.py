@@ -23,6 +23,11 @@ Image batches and groups of mosaics are checked parts under ``<out>/parts/`` (:m
 a rerun skips valid parts and recomputes damaged ones; under ``torchrun`` rank r takes parts r, r + W, ...
 and rank 0 merges ``scores.csv``, ``summary.csv`` and ``paired.csv`` (:mod:`.report`). Nothing is random
 but the image and mosaic picks, which are seeded, so sharded, resumed and single runs agree.
+
+Cost: almost all of it is the ascent (``steps`` pullback or gradient steps per temperature and model). On
+the shared 2-core CPU (load ~5) a batch of 10 images at 224 px took ~200 s per bundled-size model (4
+temperatures plus the gradient), a group of 2 mosaics ~18 s per model: about 3 h per model for the default
+500 images and 50 mosaics, roughly half that on an idle machine.
 """
 from __future__ import annotations
 
@@ -153,7 +158,8 @@ def batch_scores(models: dict, images: torch.Tensor, targets: torch.Tensor, s: S
             for (a, b), values in pairwise_cosines({n: f[key][i] for n, f in fields.items()}).items():
                 rows.add(kind, a, b, method, temperature, values)
         for a, b in permutations(models, 2):
-            moved = transfer(models[b], images, scale_to_norm(fields[a][key][1], s.eps), logit_targets(models[b], targets))
+            delta = scale_to_norm(fields[a][key][1], s.eps)
+            moved = transfer(models[b], images, delta, logit_targets(models[b], targets))
             became = torch.where(moved["was_target"], float("nan"), moved["became"].double())
             rows.add("transfer_logp", a, b, method, temperature, moved["logp_rise"])
             rows.add("transfer_became", a, b, method, temperature, became)
@@ -200,7 +206,8 @@ class _Job:
 
     def __post_init__(self):
         s, per = self.settings, max(1, self.settings.batch // 4)  # 4 samples per mosaic
-        self.parts = ([("batch", range(i, min(i + s.batch, len(self.picks)))) for i in range(0, len(self.picks), s.batch)]
+        n = len(self.picks)
+        self.parts = ([("batch", range(i, min(i + s.batch, n))) for i in range(0, n, s.batch)]
                       + [("mosaic", range(i, min(i + per, s.mosaics))) for i in range(0, s.mosaics, per)])
 
     def path(self, p: int) -> Path:
@@ -251,7 +258,9 @@ def prepare(settings: Settings, data_root, out, device, rank: int = 0, models: d
     data_root = Path(data_root).resolve()
     picks = evaluation_images(data_root, settings.images, settings.seed)
     quads = mosaic_picks(picks, settings.mosaics, settings.seed)
-    models = load_models(settings.models, device) if models is None else {n: m.to(device).eval() for n, m in models.items()}
+    if models is None:
+        models = load_models(settings.models, device)
+    models = {n: m.to(device).eval() for n, m in models.items()}
     models = {n: m.to(memory_format=torch.channels_last) for n, m in models.items()}  # faster convs on CPU
     identity = {**dataclasses.asdict(settings), "targets": SCHEME, "data_root": str(data_root),
                 "images_sha256": list_sha256((i, Path(p).relative_to(data_root).as_posix(), y) for i, p, y in picks),
@@ -297,14 +306,16 @@ def merge(job: _Job) -> list[dict]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--data", default=None, help="Imagenette root with train/ and val/ (default $IMAGENETTE_ROOT)")
     parser.add_argument("--out", default=None, help="results folder (default results/alignment, -smoke for --smoke)")
-    parser.add_argument("--smoke", action="store_true", help="a few small images, two temperatures: every measure, fast")
+    parser.add_argument("--smoke", action="store_true", help="few small images, two temperatures: every measure")
     for name, value in dataclasses.asdict(Settings()).items():
         many = isinstance(value, tuple)
         parser.add_argument("--" + name.replace("_", "-"), type=type(value[0] if many else value),
-                            nargs="+" if many else None, help="default " + " ".join(map(str, value if many else [value])))
+                            nargs="+" if many else None,
+                            help="default " + " ".join(map(str, value if many else [value])))
     return parser
 
 
