@@ -6,7 +6,7 @@ Our code supplies only the pullback methods; the baselines are Captum's. :func:`
 same thing with Quantus' ``explain_func(model, inputs, targets, **kwargs)`` signature.
 
 Pixel-space conventions: attributions live in input units (per channel); metrics reduce them to a
-per-pixel relevance by summing over channels (:func:`utils.faithfulness.pixel_relevance`).
+per-pixel relevance by summing over channels (:func:`utils.analysis.faithfulness.pixel_relevance`).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def gradcam_layer(model: nn.Module) -> nn.Module:
     """The layer whose output Grad-CAM weighs: the last convolutional feature map of the network.
 
     Known for the bundled PoolResNet and torchvision's ResNets, VGGs and DenseNets (through
-    :class:`utils.models.Classifier`'s ``net``); anything else needs ``layer=`` passed explicitly.
+    :class:`utils.models.zoo.Classifier`'s ``net``); anything else needs ``layer=`` passed explicitly.
     """
     net = getattr(model, "net", model)
     for name in ("layer4", "features"):

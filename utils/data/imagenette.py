@@ -1,7 +1,7 @@
 """Imagenette: file lists in torchvision's order, decoding to [-1, 1] tensors, the paper's batch.
 
 Images live in [-1, 1] throughout this repo (``x = 2 * pixel / 255 - 1``); models wrap their
-own normalisation (see :mod:`utils.models`).
+own normalisation (see :mod:`utils.models.zoo`).
 
 Two kinds of root hold images in the same layout, ``<root>/val/<wnid>/<file>.JPEG``: the full
 Imagenette (also ``train/``; needed by the evaluation, the study and training) and the ten
@@ -101,7 +101,7 @@ def imagenette_files(root: str | os.PathLike, split: str = "val") -> list[tuple[
     if not folder.is_dir():
         raise FileNotFoundError(
             f"no Imagenette split at {folder}: expected {split}/<wnid>/*.JPEG under the root "
-            f"(set ${DATA_ROOT_ENV} or download with utils.data.download_imagenette())"
+            f"(set ${DATA_ROOT_ENV} or download with utils.data.imagenette.download_imagenette())"
         )
     wnids, wnid_to_idx = find_classes(str(folder))
     if tuple(wnids) != IMAGENETTE_WNIDS:

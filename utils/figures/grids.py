@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import torch
 from tqdm.auto import tqdm
 
+from ..analysis.alignment import cosine
 from ..core.ascent import pullback_ascent
 from ..models.zoo import Classifier, paper_targets
 from .plot import as_image, as_signed_map, image_grid
@@ -64,8 +65,8 @@ def perturbation_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """
     if a.shape != b.shape:
         raise ValueError(f"grids differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
-    a, b = a.detach().double().flatten(-3), b.detach().double().flatten(-3)
-    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-300)
+    cells = a.shape[:-3]
+    return cosine(a.detach().reshape(-1, *a.shape[-3:]), b.detach().reshape(-1, *b.shape[-3:])).view(cells)
 
 
 def grid_cosines(pullback: AscentGrids, gradient: AscentGrids | None = None, steps: int = 5) -> dict:
@@ -116,7 +117,7 @@ def ascent_figures(model: Classifier, images: torch.Tensor, out_dir="media", ste
     """The paper's class-by-target grids for one model, as difference images and as perturbed images.
 
     Rows are ``images`` (the paper's five); columns the original and the six targets of
-    :func:`utils.models.paper_targets`. Writes one JPEG per method, kind and step count (see
+    :func:`utils.models.zoo.paper_targets`. Writes one JPEG per method, kind and step count (see
     :func:`figure_path`: at T != 0.3 the pullback files carry the temperature in their names).
 
     Returns:

@@ -104,7 +104,7 @@ def heatmap_gallery(model, images: torch.Tensor, targets: Sequence[int], out_dir
     ``out_dir/heatmaps/<model.name>.jpg``.
 
     Args:
-        model: classifier on images in [-1, 1] with ``name`` and ``class_names`` (see :mod:`utils.models`).
+        model: classifier on images in [-1, 1] with ``name`` and ``class_names`` (see :mod:`utils.models.zoo`).
         images: (N, 3, H, W) in [-1, 1], one row each.
         targets: one logit index per image (e.g. each image's own class).
         out_dir: the media folder; the gallery goes to its ``heatmaps/`` subfolder.
