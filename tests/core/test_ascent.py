@@ -75,3 +75,20 @@ def test_bad_arguments():
         pullback_ascent(model, x, 0, steps=-1)
     with pytest.raises(ValueError, match="alpha"):
         pullback_ascent(model, x, 0, alpha=0)
+
+
+@pytest.mark.parametrize("method", ["pullback", "gradient"])
+def test_initial_direction_replaces_only_the_first_backward_pass(method):
+    """Handing the ascent its own field at x changes nothing; handing it another direction moves step one."""
+    from utils.analysis.alignment import field
+
+    model, x = small_cnn(), torch.rand(2, 3, 16, 16) * 2 - 1
+    own = field(model, x, [1, 2], method)
+    plain = pullback_ascent(model, x, [1, 2], steps=3, method=method, return_trajectory=True)
+    reused = pullback_ascent(model, x, [1, 2], steps=3, method=method, return_trajectory=True, initial_direction=own)
+    assert torch.equal(plain, reused)
+    other = torch.randn_like(x)
+    moved = pullback_ascent(model, x, [1, 2], steps=1, alpha=0.05, eps=1e3, method=method, initial_direction=other)
+    torch.testing.assert_close(moved, ascent_step(x, other, 0.05).clamp(-1, 1))
+    with pytest.raises(ValueError, match="shaped like x"):
+        pullback_ascent(model, x, [1, 2], steps=1, method=method, initial_direction=other[:1])

@@ -64,7 +64,13 @@ def test_checkpoint_files_name_list_and_load(tmp_path):
 
 
 def test_run_names_keep_the_bundled_model_for_the_default_run_only():
-    from utils.experiments.training.run import run_name
+    """Each run writes its own weights, log and checkpoint folder; the zoo finds the weights under that name."""
+    from utils.experiments.training.checkpoints import default_folder
+    from utils.models.zoo import TRAINED, trained_stem, trained_weights
 
-    assert run_name("poolresnet", 0) == "bundled_imagenette"
-    assert run_name("poolresnet", 1) == "poolresnet_seed1_imagenette" and run_name("plain", 0) == "plain_seed0_imagenette"
+    assert trained_stem("poolresnet", 0) == "bundled_imagenette"
+    assert trained_stem("poolresnet", 1) == "poolresnet_seed1_imagenette"
+    assert trained_stem("plain", 0) == "plain_seed0_imagenette"
+    assert len({default_folder(arch, seed) for arch, seed in TRAINED.values()}) == len(TRAINED)
+    assert default_folder("poolresnet", 1).name == "seed1"  # the path-stability study's control run
+    assert trained_weights("bundled_plain").name == "plain_seed0_imagenette.pt"

@@ -116,3 +116,18 @@ def test_imagenette_files_order_and_errors(data_root, tmp_path):
         imagenette_files(tmp_path, "val")
     with pytest.raises(ValueError, match="split"):
         imagenette_files(data_root, "test")
+
+
+def test_trained_models_load_or_name_their_training_command(monkeypatch, tmp_path):
+    """Every trained name builds its architecture; missing weights raise with the command that makes them."""
+    from utils.models import zoo
+    from utils.models.nets import PlainNet
+
+    plain = load_model("bundled_plain", device="cpu", pretrained=False)
+    assert isinstance(plain.net, PlainNet) and plain.name == "bundled_plain" and len(plain.class_names) == 10
+    assert paper_targets(plain)[0] == [0, 2, 4, 6, 8, 1]
+    monkeypatch.setattr(zoo, "WEIGHTS", tmp_path)
+    with pytest.raises(FileNotFoundError, match="--arch plain --seed 0"):
+        load_model("bundled_plain", device="cpu")
+    with pytest.raises(ValueError, match="bundled_seed1"):
+        load_model("resnet18")

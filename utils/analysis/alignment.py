@@ -45,10 +45,15 @@ def field(model: nn.Module, x: torch.Tensor, target: Target, method: str, temper
 
 
 def perturbation(model: nn.Module, x: torch.Tensor, target: Target, method: str, temperature: float = 0.3,
-                 steps: int = 5, alpha: float = 20.0, eps: float = 100.0) -> torch.Tensor:
-    """The ``steps``-step projected L2 ascent perturbation (perturbed image minus ``x``), shaped like ``x``."""
+                 steps: int = 5, alpha: float = 20.0, eps: float = 100.0,
+                 initial_field: torch.Tensor | None = None) -> torch.Tensor:
+    """The ``steps``-step projected L2 ascent perturbation (perturbed image minus ``x``), shaped like ``x``.
+
+    ``initial_field``: :func:`field` at ``x`` for the same method and temperature, if already computed
+    (the ascent's first step then costs no backward pass).
+    """
     return pullback_ascent(model, x, target, steps=steps, alpha=alpha, eps=eps, method=method,
-                           temperature=temperature) - x
+                           temperature=temperature, initial_direction=initial_field) - x
 
 
 def pullback_gradient_similarity(model: nn.Module, x: torch.Tensor, target: Target,
@@ -61,11 +66,12 @@ def pullback_gradient_similarity(model: nn.Module, x: torch.Tensor, target: Targ
     computed once.
     """
     grad_field = field(model, x, target, "gradient")
-    grad_delta = perturbation(model, x, target, "gradient", steps=steps, alpha=alpha, eps=eps)
+    grad_delta = perturbation(model, x, target, "gradient", steps=steps, alpha=alpha, eps=eps, initial_field=grad_field)
     out = {}
     for t in temperatures:
-        out[t] = {"field": cosine(field(model, x, target, "pullback", t), grad_field),
-                  "ascent": cosine(perturbation(model, x, target, "pullback", t, steps, alpha, eps), grad_delta)}
+        pull_field = field(model, x, target, "pullback", t)
+        pull_delta = perturbation(model, x, target, "pullback", t, steps, alpha, eps, initial_field=pull_field)
+        out[t] = {"field": cosine(pull_field, grad_field), "ascent": cosine(pull_delta, grad_delta)}
     return out
 
 

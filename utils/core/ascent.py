@@ -31,7 +31,8 @@ def ascent_step(x: torch.Tensor, direction: torch.Tensor, alpha: float) -> torch
 def pullback_ascent(model: nn.Module, x: torch.Tensor, target: Target, steps: int = 5, alpha: float = 20.0,
                     eps: float = 100.0, method: str = "pullback", temperature: float = 0.3,
                     gate: str | Gate = "sigmoid", soft_maxpool: bool = True, return_trajectory: bool = False,
-                    progress: bool = False, **settings) -> torch.Tensor:
+                    progress: bool = False, initial_direction: torch.Tensor | None = None,
+                    **settings) -> torch.Tensor:
     """Follow the excitation pullback (or vanilla gradient) of logit ``target`` by projected L2 ascent.
 
     Each step adds ``alpha`` times the unit-L2 direction (per sample), projects onto the L2 ball of
@@ -50,6 +51,8 @@ def pullback_ascent(model: nn.Module, x: torch.Tensor, target: Target, steps: in
         return_trajectory: return every iterate, ``(steps + 1, N, C, H, W)`` with index 0 the input
             and index k the image after k steps, instead of only the last one.
         progress: show a tqdm bar over steps.
+        initial_direction: the field at ``x`` (shaped like ``x``) when the caller has already computed it
+            with this method and these settings: the first step uses it instead of a backward pass.
 
     Returns:
         Perturbed images (N, C, H, W) in [-1, 1], or the trajectory (see ``return_trajectory``).
@@ -68,11 +71,15 @@ def pullback_ascent(model: nn.Module, x: torch.Tensor, target: Target, steps: in
             return vanilla_gradient(model, image, target)
         return excitation_pullback(model, image, target, settings=chosen)
 
+    if initial_direction is not None and initial_direction.shape != x.shape:
+        raise ValueError(f"initial_direction must be shaped like x {tuple(x.shape)}, "
+                         f"got {tuple(initial_direction.shape)}")
     origin = x.detach()
     current = origin
     trajectory = [origin]
-    for _ in tqdm(range(int(steps)), desc=f"{method} ascent", disable=not progress, leave=False):
-        current = project_l2(ascent_step(current, direction(current), alpha), origin, eps).clamp(-1.0, 1.0)
+    for k in tqdm(range(int(steps)), desc=f"{method} ascent", disable=not progress, leave=False):
+        step = initial_direction.detach() if k == 0 and initial_direction is not None else direction(current)
+        current = project_l2(ascent_step(current, step, alpha), origin, eps).clamp(-1.0, 1.0)
         if return_trajectory:
             trajectory.append(current)
     return torch.stack(trajectory) if return_trajectory else current

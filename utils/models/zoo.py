@@ -9,12 +9,27 @@ import torchvision
 from torch import nn
 
 from ..data.imagenette import IMAGENETTE_CLASSES, IMAGENETTE_TO_IMAGENET, PAPER_CLASSES
-from .nets import PoolResNet
+from .nets import ARCHITECTURES
 from ..paths import WEIGHTS
 
 PAPER_MODELS = ("resnet50", "vgg11_bn", "densenet121")
 BUNDLED = "bundled"
-BUNDLED_WEIGHTS = WEIGHTS / "bundled_imagenette.pt"
+# Networks trained here on Imagenette (10 logits, float16 weights in utils/models/weights/, no download):
+# name -> (architecture in utils.models.nets.ARCHITECTURES, training seed).
+TRAINED = {BUNDLED: ("poolresnet", 0), "bundled_seed1": ("poolresnet", 1), "bundled_plain": ("plain", 0)}
+
+
+def trained_stem(arch: str, seed: int) -> str:
+    """File stem of a training run's weights and log: ``bundled_imagenette`` for the default run."""
+    return "bundled_imagenette" if (arch, seed) == ("poolresnet", 0) else f"{arch}_seed{seed}_imagenette"
+
+
+def trained_weights(name: str) -> Path:
+    """Path of the float16 weights of a model in :data:`TRAINED`."""
+    return WEIGHTS / f"{trained_stem(*TRAINED[name])}.pt"
+
+
+BUNDLED_WEIGHTS = trained_weights(BUNDLED)
 BUNDLED_LOG = BUNDLED_WEIGHTS.with_name("bundled_imagenette_log.csv")
 OSTRICH = 9  # ImageNet index of the paper's extra target
 # For the 10-class bundled model: the animal class no row image belongs to stands in for "ostrich".
@@ -74,13 +89,19 @@ def _imagenet_model(name: str, pretrained: bool) -> Classifier:
     return Classifier(net, Normalize(preprocess.mean, preprocess.std), weights.meta["categories"], name)
 
 
-def bundled_model(weights: str | Path | None = BUNDLED_WEIGHTS) -> Classifier:
-    """The bundled Imagenette network (10 classes, torchvision's Imagenette order), float32."""
-    net = PoolResNet(num_classes=len(IMAGENETTE_CLASSES))
+def bundled_model(weights: str | Path | None = BUNDLED_WEIGHTS, name: str = BUNDLED) -> Classifier:
+    """A network trained here (10 classes, torchvision's Imagenette order), float32: ``name`` in
+    :data:`TRAINED` gives the architecture; ``weights`` None leaves it randomly initialised."""
+    net = ARCHITECTURES[TRAINED[name][0]](num_classes=len(IMAGENETTE_CLASSES))
     if weights is not None:
+        if not Path(weights).is_file():
+            arch, seed = TRAINED[name]
+            raise FileNotFoundError(
+                f"no weights for {name!r} at {weights}: train them with `python -m utils.experiments.training "
+                f"--data <imagenette root> --arch {arch} --seed {seed} --out {Path(weights).parent}`")
         state = torch.load(weights, map_location="cpu", weights_only=True)
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    return Classifier(net, nn.Identity(), IMAGENETTE_CLASSES, BUNDLED)
+    return Classifier(net, nn.Identity(), IMAGENETTE_CLASSES, name)
 
 
 def load_model(name: str, device: str | torch.device | None = None, pretrained: bool = True) -> Classifier:
@@ -88,20 +109,21 @@ def load_model(name: str, device: str | torch.device | None = None, pretrained: 
 
     Args:
         name: ``"resnet50"``, ``"vgg11_bn"``, ``"densenet121"`` (torchvision, ``IMAGENET1K_V1`` weights
-            through the weights API, 1000 ImageNet logits) or ``"bundled"`` (our Imagenette model, 10 logits,
-            no download).
+            through the weights API, 1000 ImageNet logits) or a network trained here on Imagenette
+            (:data:`TRAINED`: ``"bundled"``, ``"bundled_seed1"``, ``"bundled_plain"``; 10 logits, no download).
         device: where to put it.
         pretrained: False builds the architecture with random weights (no download; for tests).
 
     Raises:
         PretrainedUnavailableError: the ImageNet weights cannot be downloaded.
+        FileNotFoundError: a trained network's weights are missing (the message gives the training command).
     """
-    if name == BUNDLED:
-        model = bundled_model(BUNDLED_WEIGHTS if pretrained else None)
+    if name in TRAINED:
+        model = bundled_model(trained_weights(name) if pretrained else None, name)
     elif name in PAPER_MODELS:
         model = _imagenet_model(name, pretrained)
     else:
-        raise ValueError(f"unknown model {name!r}: choose one of {PAPER_MODELS + (BUNDLED,)}")
+        raise ValueError(f"unknown model {name!r}: choose one of {PAPER_MODELS + tuple(TRAINED)}")
     return model.to(device or default_device()).eval()
 
 
@@ -109,9 +131,9 @@ def paper_targets(model: Classifier) -> tuple[list[int], list[str]]:
     """The six target columns of the paper's grids as (logit indices, labels).
 
     The five row classes (tench, cassette player, church, garbage truck, golf ball) and "ostrich";
-    for the 10-class bundled model, which has no ostrich, the English springer stands in.
+    for the 10-class Imagenette models, which have no ostrich, the English springer stands in.
     """
-    if model.name == BUNDLED:
+    if model.name in TRAINED:
         indices = [*PAPER_CLASSES, BUNDLED_EXTRA]
         labels = [IMAGENETTE_CLASSES[i] for i in PAPER_CLASSES] + [f"{IMAGENETTE_CLASSES[BUNDLED_EXTRA]} (for ostrich)"]
         return indices, labels

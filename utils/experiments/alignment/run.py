@@ -113,9 +113,8 @@ def load_models(names, device) -> dict:
     for name in names:
         try:
             models[name] = load_model(name, device)
-        except ValueError as error:
-            raise ValueError(f"the alignment study cannot load model {name!r}: {error} (its weights may still be "
-                             f"training; pass --models with names the zoo knows)") from error
+        except (ValueError, FileNotFoundError) as error:
+            raise ValueError(f"the alignment study cannot load model {name!r}: {error}") from error
     return models
 
 
@@ -128,11 +127,11 @@ def logit_targets(model, targets: torch.Tensor) -> torch.Tensor:
 
 def model_fields(model, x: torch.Tensor, target: torch.Tensor, s: Settings) -> dict:
     """``{"gradient": (field, perturbation), T: (field, perturbation)}`` for every temperature and ``s.temperature``."""
-    out = {"gradient": (field(model, x, target, "gradient"),
-                        perturbation(model, x, target, "gradient", steps=s.steps, alpha=s.alpha, eps=s.eps))}
-    for t in dict.fromkeys((*s.temperatures, s.temperature)):
-        out[t] = (field(model, x, target, "pullback", t), perturbation(model, x, target, "pullback", t, s.steps,
-                                                                       s.alpha, s.eps))
+    out = {}
+    for key in ("gradient", *dict.fromkeys((*s.temperatures, s.temperature))):
+        method, t = ("gradient", 0.3) if key == "gradient" else ("pullback", key)
+        f = field(model, x, target, method, t)
+        out[key] = (f, perturbation(model, x, target, method, t, s.steps, s.alpha, s.eps, initial_field=f))
     return out
 
 

@@ -9,9 +9,17 @@ import torch
 from torch import nn
 
 from ...models.nets import ARCHITECTURES
+from ...paths import CHECKPOINTS
 from ..records import torch_save
 
 _NAME = re.compile(r"epoch_(\d+(?:\.\d+)?)\.pt")
+
+
+def default_folder(arch: str, seed: int) -> Path:
+    """Where a run keeps its checkpoints unless told otherwise: ``data/checkpoints/seed<seed>`` for the
+    bundled architecture (the path-stability study reads these), ``<arch>_seed<seed>`` for any other, so two
+    architectures trained with one seed never share (and mix) a folder."""
+    return CHECKPOINTS / (f"seed{seed}" if arch == "poolresnet" else f"{arch}_seed{seed}")
 
 
 def epoch_tag(epoch: float) -> str:

@@ -8,7 +8,7 @@ and its per-epoch log ``bundled_imagenette_log.csv``; other runs write ``<arch>_
 and ``..._log.csv`` into ``--out``, so they never overwrite the bundled model. Progressive resizing (low
 resolution first, 224px at the end) keeps the run within two hours on two CPU cores while the final epochs
 are trained at the resolution the figures use. Checkpoints (:mod:`.checkpoints`) go to
-``data/checkpoints/seed<seed>/`` (outside git) every epoch and every quarter over the first two epochs: the
+``data/checkpoints/seed<seed>/`` (``<arch>_seed<seed>/`` for other architectures; outside git) every epoch and every quarter over the first two epochs: the
 path-stability study reads them. ``--resume`` continues an interrupted run from its last whole-epoch
 checkpoint, bit for bit.
 """
@@ -26,18 +26,14 @@ from tqdm.auto import tqdm
 
 from ...data.imagenette import decode_split
 from ...models.nets import ARCHITECTURES
-from ...paths import CHECKPOINTS, WEIGHTS
+from ...models.zoo import trained_stem
+from ...paths import WEIGHTS
 from ..records import torch_save, write_csv
-from .checkpoints import last_whole_epoch, save_checkpoint
+from .checkpoints import default_folder, last_whole_epoch, save_checkpoint
 
 # Training resolution of each epoch; the last ones at the 224px the figures use.
 RESOLUTIONS = (112,) * 6 + (128,) * 6 + (160,) * 2 + (224,) * 2
 EARLY_FRACTIONS = (0.25, 0.5, 0.75)  # extra checkpoints within each of the first two epochs
-
-
-def run_name(arch: str, seed: int) -> str:
-    """File stem of a run's final weights and log: the bundled model's for the default run."""
-    return "bundled_imagenette" if (arch, seed) == ("poolresnet", 0) else f"{arch}_seed{seed}_imagenette"
 
 
 def random_resized_crop(images: torch.Tensor, size: int, generator: torch.Generator,
@@ -173,7 +169,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    ckpt_dir = Path(args.checkpoints or CHECKPOINTS / f"seed{args.seed}")
+    ckpt_dir = Path(args.checkpoints or default_folder(args.arch, args.seed))
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -186,7 +182,7 @@ def main(argv=None):
 
     if start_epoch == 0:
         save(0.0)
-    name = run_name(args.arch, args.seed)
+    name = trained_stem(args.arch, args.seed)
     t_start = time.time() - (rows[-1]["elapsed_s"] if rows else 0.0)
     for epoch in range(start_epoch, len(args.resolutions)):
         size = args.resolutions[epoch]
