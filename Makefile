@@ -5,6 +5,8 @@
 #   make evaluate   the faithfulness evaluation (needs the full Imagenette: IMAGENETTE_ROOT), resumable
 #   make study      the path-stability study (needs IMAGENETTE_ROOT and training checkpoints), resumable
 #   make alignment  the alignment study across the bundled models (needs IMAGENETTE_ROOT), resumable
+#   make alignment-over-training  its measures on training checkpoints (data/checkpoints/seed0, seed1;
+#                   other runs: RUNS="--run NAME ARCH FOLDER --run ...")
 #   make benchmark  time and memory of the pullback against a plain input gradient
 # IMAGENETTE_ROOT: a folder with train/<wnid>/ and val/<wnid>/; with it set, `make test` also runs the tests
 # that read the full dataset.
@@ -13,7 +15,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: figures test evaluate study alignment benchmark install install-test clean
+.PHONY: figures test evaluate study alignment alignment-over-training benchmark install install-test clean
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
@@ -44,6 +46,9 @@ study: install
 
 alignment: install
 	$(PY) -m utils.experiments.alignment
+
+alignment-over-training: install
+	$(PY) -m utils.experiments.alignment.over_training $(RUNS)
 
 benchmark: install
 	$(PY) benchmarks/overhead.py

@@ -31,6 +31,11 @@ def trained_weights(name: str) -> Path:
 
 BUNDLED_WEIGHTS = trained_weights(BUNDLED)
 BUNDLED_LOG = BUNDLED_WEIGHTS.with_name("bundled_imagenette_log.csv")
+
+
+def training_log_path(name: str) -> Path:
+    """Path of the per-epoch training log committed beside a trained model's weights."""
+    return trained_weights(name).with_name(f"{trained_stem(*TRAINED[name])}_log.csv")
 OSTRICH = 9  # ImageNet index of the paper's extra target
 # For the 10-class bundled model: the animal class no row image belongs to stands in for "ostrich".
 BUNDLED_EXTRA = 1  # English springer
@@ -141,9 +146,10 @@ def paper_targets(model: Classifier) -> tuple[list[int], list[str]]:
     return indices, [model.class_names[i] for i in indices]
 
 
-def bundled_training_log(path: str | Path = BUNDLED_LOG) -> list[dict]:
-    """The bundled model's per-epoch training log (epoch, resolution, losses, accuracies, elapsed seconds)."""
+def bundled_training_log(path: str | Path | None = None, name: str = BUNDLED) -> list[dict]:
+    """A trained model's per-epoch training log (epoch, resolution, losses, accuracies, elapsed seconds):
+    the one at ``path``, else the one committed for ``name`` (:data:`TRAINED`)."""
     import csv
 
-    with open(path, newline="") as f:
+    with open(path or training_log_path(name), newline="") as f:
         return [{k: float(v) if "." in v else int(v) for k, v in row.items()} for row in csv.DictReader(f)]

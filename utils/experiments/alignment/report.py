@@ -4,6 +4,8 @@ Works from the CSV files alone (``results/alignment/``); nothing here imports th
 the pullback. A score row is ``{"image", "file", "label", "target", "measure", "model", "other", "method",
 "temperature", "value"}`` (see :mod:`.run`); rows read from a CSV hold strings, rows fresh from a run
 numbers, and both are accepted. Every measure is better when higher (agreement, transfer, focus).
+Over training (:mod:`.over_training`) rows carry an ``epoch`` column too: :func:`summarise` takes the key,
+:func:`curve_table` and :func:`curve_sentences` compare the first epoch with the last.
 """
 from __future__ import annotations
 
@@ -36,12 +38,13 @@ def mean_ci(values) -> dict:
     return {"mean": round(mean, 6), "ci_low": round(low, 6), "ci_high": round(high, 6), "n": len(v)}
 
 
-def summarise(scores: list[dict]) -> list[dict]:
-    """One row per measure x model x other x method x temperature: mean, bootstrap 95% CI over samples, n."""
+def summarise(scores: list[dict], key=KEY) -> list[dict]:
+    """One row per measure x model x other x method x temperature (the columns ``key``; e.g. ``("epoch", *KEY)``
+    over training): mean, bootstrap 95% CI over samples, n."""
     groups: dict[tuple, list] = {}
     for row in scores:
-        groups.setdefault(tuple(str(row[k]) for k in KEY), []).append(row["value"])
-    return [{**dict(zip(KEY, key)), **mean_ci(values)} for key, values in groups.items()]
+        groups.setdefault(tuple(str(row[k]) for k in key), []).append(row["value"])
+    return [{**dict(zip(key, group)), **mean_ci(values)} for group, values in groups.items()]
 
 
 def paired(scores: list[dict]) -> list[dict]:
@@ -73,13 +76,15 @@ def load_results(results_dir=RESULTS / "alignment") -> dict:
             "paired": read_csv(folder / "paired.csv"), "scores": read_csv(folder / "scores.csv")}
 
 
-def format_summary(rows: list[dict]) -> str:
-    """Summary rows as a plain-text table, one line each: mean [95% CI] and n."""
-    widths = (16, 16, 16, 22, 6)
-    lines = ["".join(k.ljust(w) for k, w in zip(KEY, widths)) + "mean [95% CI]".ljust(28) + "n"]
+WIDTHS = {"epoch": 7, "measure": 16, "model": 16, "other": 16, "method": 22, "temperature": 6}
+
+
+def format_summary(rows: list[dict], key=KEY) -> str:
+    """Summary rows as a plain-text table, one line each: the columns ``key``, mean [95% CI] and n."""
+    lines = ["".join(k.ljust(WIDTHS.get(k, 16)) for k in key) + "mean [95% CI]".ljust(28) + "n"]
     for r in rows:
         cell = f"{float(r['mean']):.3f} [{float(r['ci_low']):.3f}, {float(r['ci_high']):.3f}]"
-        lines.append("".join(str(r[k]).ljust(w) for k, w in zip(KEY, widths)) + cell.ljust(28) + str(r["n"]))
+        lines.append("".join(str(r[k]).ljust(WIDTHS.get(k, 16)) for k in key) + cell.ljust(28) + str(r["n"]))
     return "\n".join(lines)
 
 
@@ -113,4 +118,41 @@ def verdicts(summary: list[dict], paired_rows: list[dict]) -> list[str]:
             lines.append(f"Gradients beat pullbacks on {_subject(r)}: {numbers}.")
         else:
             lines.append(f"No clear difference between pullbacks and gradients on {_subject(r)}: {numbers}.")
+    return lines
+
+
+# --- over training (utils.experiments.alignment.over_training) -------------------------------------------
+
+def curve_table(summary: list[dict]) -> list[dict]:
+    """Per measure x model x other x method x temperature of an over-training summary (rows with an ``epoch``):
+    mean and 95% CI at the first and the last epoch, their difference, and ``change``: "rose" or "fell" when
+    the two CIs do not overlap, "overlap" when they do, "unknown" without CIs (n < 2)."""
+    groups: dict[tuple, list] = {}
+    for r in summary:
+        groups.setdefault(tuple(str(r[k]) for k in KEY), []).append(r)
+    table = []
+    for group, rows in groups.items():
+        ends = sorted(rows, key=lambda r: float(r["epoch"]))
+        first, last, ci = ends[0], ends[-1], ("mean", "ci_low", "ci_high")
+        low0, high0, low1, high1 = (float(r[k]) for r in (first, last) for k in ("ci_low", "ci_high"))
+        known = not any(math.isnan(v) for v in (low0, high0, low1, high1))
+        change = ("rose" if low1 > high0 else "fell" if high1 < low0 else "overlap") if known else "unknown"
+        table.append({**dict(zip(KEY, group)), "first_epoch": first["epoch"],
+                      **{f"first_{k}": float(first[k]) for k in ci}, "last_epoch": last["epoch"],
+                      **{f"last_{k}": float(last[k]) for k in ci},
+                      "difference": round(float(last["mean"]) - float(first["mean"]), 6), "change": change})
+    return table
+
+
+def curve_sentences(table: list[dict]) -> list[str]:
+    """One plain sentence per row of :func:`curve_table`."""
+    lines = []
+    for r in table:
+        who = r["model"] + (f" and {r['other']}" if r["other"] else "")
+        how = r["method"] + (f", T={r['temperature']}" if r["temperature"] else "")
+        ends = [f"{r[f'{e}_mean']:.3f} [{r[f'{e}_ci_low']:.3f}, {r[f'{e}_ci_high']:.3f}] at epoch {r[f'{e}_epoch']}"
+                for e in ("first", "last")]
+        verdict = {"rose": "rose (the 95% CIs do not overlap)", "fell": "fell (the 95% CIs do not overlap)",
+                   "overlap": "no clear change (the 95% CIs overlap)", "unknown": "too few samples to tell"}
+        lines.append(f"{r['measure']} of {who} ({how}): {ends[0]} -> {ends[1]}: {verdict[r['change']]}.")
     return lines

@@ -19,6 +19,9 @@ measures with :mod:`utils.analysis.alignment`:
   share of positive attribution in the target's quadrant, each quadrant's class a target, for every method
   of :data:`FOCUS_METHODS`.
 
+Measure 5, pg_* and agree_* on training checkpoints over epochs, is :mod:`.over_training` (reusing
+:func:`model_fields`, :func:`pg_rows`, :func:`agree_rows`, :func:`compute_parts`).
+
 Image batches and groups of mosaics are checked parts under ``<out>/parts/`` (:mod:`utils.experiments.records`):
 a rerun skips valid parts and recomputes damaged ones; under ``torchrun`` rank r takes parts r, r + W, ...
 and rank 0 merges ``scores.csv``, ``summary.csv`` and ``paired.csv`` (:mod:`.report`). Nothing is random
@@ -125,13 +128,21 @@ def logit_targets(model, targets: torch.Tensor) -> torch.Tensor:
     return torch.tensor(IMAGENETTE_TO_IMAGENET, device=targets.device)[targets]
 
 
-def model_fields(model, x: torch.Tensor, target: torch.Tensor, s: Settings) -> dict:
-    """``{"gradient": (field, perturbation), T: (field, perturbation)}`` for every temperature and ``s.temperature``."""
+def model_fields(model, x: torch.Tensor, target: torch.Tensor, s, ascent_temperatures=None) -> dict:
+    """``{"gradient": (field, perturbation), T: (field, perturbation)}`` for every temperature and ``s.temperature``.
+
+    ``s`` holds ``temperatures``, ``temperature``, ``steps``, ``alpha`` and ``eps`` (:class:`Settings` or the
+    like). The gradient always gets its ascent; a pullback only at the temperatures in ``ascent_temperatures``
+    (default: all of them), elsewhere its perturbation is None. Each ascent starts from the field computed
+    here (``initial_field``: one backward pass saved).
+    """
     out = {}
     for key in ("gradient", *dict.fromkeys((*s.temperatures, s.temperature))):
         method, t = ("gradient", 0.3) if key == "gradient" else ("pullback", key)
         f = field(model, x, target, method, t)
-        out[key] = (f, perturbation(model, x, target, method, t, s.steps, s.alpha, s.eps, initial_field=f))
+        ascend = key == "gradient" or ascent_temperatures is None or key in ascent_temperatures
+        out[key] = (f, perturbation(model, x, target, method, t, s.steps, s.alpha, s.eps, initial_field=f)
+                    if ascend else None)
     return out
 
 
@@ -143,25 +154,54 @@ class _Rows(list):
                      "temperature": temperature, "value": float(v)} for i, v in enumerate(values.tolist()))
 
 
-def batch_scores(models: dict, images: torch.Tensor, targets: torch.Tensor, s: Settings) -> list[dict]:
-    """pg_*, agree_* and transfer_* rows of one image batch (``row`` = position in the batch)."""
-    fields = {name: model_fields(m, images, logit_targets(m, targets), s) for name, m in models.items()}
+def field_key(method: str, s) -> tuple:
+    """``(key in model_fields' dict, temperature column)`` of a method's agreement and transfer rows."""
+    return (s.temperature, s.temperature) if method == "pullback" else ("gradient", "")
+
+
+def pg_rows(fields: dict, s) -> list[dict]:
+    """pg_field rows at every temperature of ``s.temperatures``, pg_ascent rows where the pullback was ascended;
+    ``fields``: model name -> :func:`model_fields`."""
     rows = _Rows()
     for name, f in fields.items():
         for t in s.temperatures:
             rows.add("pg_field", name, "", "pullback_vs_gradient", t, cosine(f[t][0], f["gradient"][0]))
-            rows.add("pg_ascent", name, "", "pullback_vs_gradient", t, cosine(f[t][1], f["gradient"][1]))
-    for method in FIELD_METHODS:
-        key, temperature = (s.temperature, s.temperature) if method == "pullback" else ("gradient", "")
+            if f[t][1] is not None:
+                rows.add("pg_ascent", name, "", "pullback_vs_gradient", t, cosine(f[t][1], f["gradient"][1]))
+    return rows
+
+
+def agree_rows(fields: dict, s, methods=FIELD_METHODS) -> list[dict]:
+    """agree_field and agree_ascent rows of every unordered pair of models (none for one model), per method
+    (the pullback at ``s.temperature``, the gradient)."""
+    rows = _Rows()
+    for method in methods:
+        key, temperature = field_key(method, s)
         for i, kind in enumerate(("agree_field", "agree_ascent")):
             for (a, b), values in pairwise_cosines({n: f[key][i] for n, f in fields.items()}).items():
                 rows.add(kind, a, b, method, temperature, values)
-        for a, b in permutations(models, 2):
-            delta = scale_to_norm(fields[a][key][1], s.eps)
-            moved = transfer(models[b], images, delta, logit_targets(models[b], targets))
-            became = torch.where(moved["was_target"], float("nan"), moved["became"].double())
-            rows.add("transfer_logp", a, b, method, temperature, moved["logp_rise"])
-            rows.add("transfer_became", a, b, method, temperature, became)
+    return rows
+
+
+def transfer_rows(models: dict, fields: dict, images, targets, s, method: str) -> list[dict]:
+    """transfer_logp and transfer_became rows of every ordered pair of models for one method."""
+    key, temperature = field_key(method, s)
+    rows = _Rows()
+    for a, b in permutations(models, 2):
+        delta = scale_to_norm(fields[a][key][1], s.eps)
+        moved = transfer(models[b], images, delta, logit_targets(models[b], targets))
+        became = torch.where(moved["was_target"], float("nan"), moved["became"].double())
+        rows.add("transfer_logp", a, b, method, temperature, moved["logp_rise"])
+        rows.add("transfer_became", a, b, method, temperature, became)
+    return rows
+
+
+def batch_scores(models: dict, images: torch.Tensor, targets: torch.Tensor, s: Settings) -> list[dict]:
+    """pg_*, agree_* and transfer_* rows of one image batch (``row`` = position in the batch)."""
+    fields = {name: model_fields(m, images, logit_targets(m, targets), s) for name, m in models.items()}
+    rows = pg_rows(fields, s)
+    for method in FIELD_METHODS:
+        rows += agree_rows(fields, s, (method,)) + transfer_rows(models, fields, images, targets, s, method)
     return rows
 
 
@@ -274,11 +314,19 @@ def run(settings: Settings, data_root, out, models: dict | None = None, progress
     """Run (or resume) the study; the summary rows on rank 0, None on other ranks."""
     rank, world, device = _distributed()
     job = prepare(settings, data_root, out, device, rank, models)
+    compute_parts(job, "alignment", rank, world, device, progress)
+    return merge(job) if rank == 0 else None
+
+
+def compute_parts(job, label: str, rank: int, world: int, device, progress: bool = True) -> None:
+    """Compute and save rank ``rank``'s parts (r, r + W, ...) of ``job`` that have no valid file yet, each part's
+    seconds appended to ``timing_rank<r>.csv``; under torchrun all ranks wait for each other before and after.
+    ``job`` has ``out``, ``parts``, ``path(p)``, ``rows(p)`` (rows a complete part holds) and ``compute(p, device)``."""
     if world > 1:
         dist.barrier()
     mine = list(range(rank, len(job.parts), world))
     todo = [p for p in mine if load_csv_part(job.path(p), job.rows(p)) is None]
-    label = "alignment" + (f" rank {rank}" if world > 1 else "")
+    label += f" rank {rank}" if world > 1 else ""
     with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=label, position=rank, disable=not progress) as bar:
         for p in todo:
             began = time.perf_counter()
@@ -287,21 +335,45 @@ def run(settings: Settings, data_root, out, models: dict | None = None, progress
             bar.update()
     if world > 1:
         dist.barrier()
-    return merge(job) if rank == 0 else None
 
 
-def merge(job: _Job) -> list[dict]:
-    """Check every part, then write ``scores.csv``, ``summary.csv`` and ``paired.csv`` (none if a part is bad)."""
+def merged_scores(job) -> list[dict]:
+    """The rows of every part of ``job`` in part order; a RuntimeError naming the parts with no valid file."""
     parts = [load_csv_part(job.path(p), job.rows(p)) for p in range(len(job.parts))]
     missing = [job.path(p).name for p, rows in enumerate(parts) if rows is None]
     if missing:
         raise RuntimeError(f"parts {missing} have no valid results in {job.out / 'parts'}: run the command again")
-    scores = [row for rows in parts for row in rows]
+    return [row for rows in parts for row in rows]
+
+
+def merge(job: _Job) -> list[dict]:
+    """Check every part, then write ``scores.csv``, ``summary.csv`` and ``paired.csv`` (none if a part is bad)."""
+    scores = merged_scores(job)
     summary = summarise(scores)
     write_csv(job.out / "scores.csv", scores)
     write_csv(job.out / "summary.csv", summary)
     write_csv(job.out / "paired.csv", paired(scores))
     return summary
+
+
+def settings_arguments(parser: argparse.ArgumentParser, cls, skip=()) -> argparse.ArgumentParser:
+    """One option per field of the settings dataclass ``cls`` (``--ig-steps``; ``nargs="+"`` for tuples), typed
+    and described by its default; none for the fields in ``skip``."""
+    for name, value in dataclasses.asdict(cls()).items():
+        if name in skip:
+            continue
+        many = isinstance(value, tuple)
+        parser.add_argument("--" + name.replace("_", "-"), type=type(value[0] if many else value),
+                            nargs="+" if many else None,
+                            help="default " + " ".join(map(str, value if many else [value])))
+    return parser
+
+
+def settings_from_args(cls, args: argparse.Namespace, preset: dict):
+    """``cls`` from ``preset`` (e.g. :data:`SMOKE`) overridden by every option given (lists become tuples)."""
+    chosen = {**preset, **{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+                           if getattr(args, f.name, None) is not None}}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in chosen.items()})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -310,20 +382,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default=None, help="Imagenette root with train/ and val/ (default $IMAGENETTE_ROOT)")
     parser.add_argument("--out", default=None, help="results folder (default results/alignment, -smoke for --smoke)")
     parser.add_argument("--smoke", action="store_true", help="few small images, two temperatures: every measure")
-    for name, value in dataclasses.asdict(Settings()).items():
-        many = isinstance(value, tuple)
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value[0] if many else value),
-                            nargs="+" if many else None,
-                            help="default " + " ".join(map(str, value if many else [value])))
-    return parser
+    return settings_arguments(parser, Settings)
 
 
 def main(argv=None):
     args = _parser().parse_args(argv)
     data = require_imagenette(args.data, "the alignment study")
-    chosen = {**(SMOKE if args.smoke else {}), **{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)
-                                                  if getattr(args, f.name) is not None}}
-    settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in chosen.items()})
+    settings = settings_from_args(Settings, args, SMOKE if args.smoke else {})
     out = Path(args.out or RESULTS / ("alignment-smoke" if args.smoke else "alignment"))
     summary = run(settings, data, out)
     if summary is not None:
