@@ -27,10 +27,10 @@ a rerun skips valid parts and recomputes damaged ones; under ``torchrun`` rank r
 and rank 0 merges ``scores.csv``, ``summary.csv`` and ``paired.csv`` (:mod:`.report`). Nothing is random
 but the image and mosaic picks, which are seeded, so sharded, resumed and single runs agree.
 
-Cost: almost all of it is the ascent (``steps`` pullback or gradient steps per temperature and model). On
-the shared 2-core CPU (load ~5) a batch of 10 images at 224 px took ~200 s per bundled-size model (4
-temperatures plus the gradient), a group of 2 mosaics ~18 s per model: about 3 h per model for the default
-500 images and 50 mosaics, roughly half that on an idle machine.
+Cost: almost all of it is the ascent (``steps`` backward passes per temperature and model; each ascent starts
+from the field already computed). With the three bundled-size models on 2 CPU cores (two training jobs at nice
+19 beside it) a batch of 10 images at 224 px took 55 s wall (107 s CPU) and a group of 2 mosaics 19 s: about
+46 + 8 min for the default 500 images and 50 mosaics.
 """
 from __future__ import annotations
 

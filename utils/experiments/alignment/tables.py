@@ -1,0 +1,65 @@
+"""The alignment study as tables for the README and the notebook, and the authors' Focus numbers to set beside ours.
+
+Works from ``summary.csv`` / ``paired.csv`` rows alone (strings or numbers), like :mod:`.report`.
+"""
+from __future__ import annotations
+
+# Focus on ImageNet-pretrained ResNet50 as reported by the authors of the follow-up paper (Satkiewicz, Corizzo,
+# Pietroń, "Pulling Back the Curtain on Deep Networks", arXiv 2507.22832 v5/v6): their repository's
+# results/focus_model_name=resnet50_summary.csv (github.com/314-Foundation/SemanticPullbacks, commit 74ba1d13),
+# mean over 500 mosaics. Their relevance is input x attribution, so their "SoftPullback" and "Gradient" are
+# our pullback_x_input and gradient_x_input; their mosaics hold the target image in two of the four quadrants
+# (Quantus' Focus: chance 0.5), ours four images of four classes (chance 0.25).
+AUTHORS_FOCUS = {"pullback_x_input": 0.7483, "gradient_x_input": 0.6337}
+AUTHORS_FOCUS_LABEL = "authors' ResNet50 on ImageNet (their numbers; chance 0.5)"
+AUTHORS_FOCUS_SOURCE = ("github.com/314-Foundation/SemanticPullbacks results/focus_model_name=resnet50_summary.csv "
+                        "(commit 74ba1d13): SoftPullback 0.748 ± 0.134, Gradient 0.634 ± 0.140, 500 mosaics")
+NAMES = {"agree_field": "field agreement", "agree_ascent": "5-step agreement", "transfer_logp": "transfer: log p rise",
+         "transfer_became": "transfer: top-1 becomes target", "focus": "Focus", "pg_field": "field cosine",
+         "pg_ascent": "5-step cosine"}
+
+
+def _cell(row: dict | None, signed: bool = False) -> str:
+    if row is None:
+        return "–"
+    form = "{:+.3f}" if signed else "{:.3f}"
+    return f"{form.format(float(row['mean']))} [{form.format(float(row['ci_low']))}, {form.format(float(row['ci_high']))}]"
+
+
+def _find(summary: list[dict], measure: str, model: str, other: str, method: str) -> dict | None:
+    return next((r for r in summary if (r["measure"], r["model"], str(r["other"]), r["method"])
+                 == (measure, model, other, method)), None)
+
+
+def _models(row: dict) -> str:
+    other = str(row["other"])
+    if not other:
+        return row["model"]
+    return f"{row['model']} → {other}" if row["measure"].startswith("transfer") else f"{row['model']} & {other}"
+
+
+def comparison_table(summary: list[dict], paired_rows: list[dict]) -> str:
+    """Markdown: one line per paired comparison (measure, models, ours, baseline, their difference), mean [95% CI]."""
+    lines = ["| measure | models | method | value | baseline | value | difference |", "|---|---|---|---|---|---|---|"]
+    for r in paired_rows:
+        ours = _find(summary, r["measure"], r["model"], str(r["other"]), r["ours"])
+        base = _find(summary, r["measure"], r["model"], str(r["other"]), r["baseline"])
+        lines.append(f"| {NAMES.get(r['measure'], r['measure'])} | {_models(r)} | {r['ours']} | {_cell(ours)} | "
+                     f"{r['baseline']} | {_cell(base)} | {_cell(r, signed=True)} |")
+    return "\n".join(lines)
+
+
+def similarity_table(summary: list[dict]) -> str:
+    """Markdown: pullback-vs-gradient cosine per model (rows) and temperature (columns), field / 5-step ascent."""
+    rows = [r for r in summary if r["measure"] in ("pg_field", "pg_ascent")]
+    temperatures = sorted({float(r["temperature"]) for r in rows})
+    lines = ["| model | " + " | ".join(f"T = {t:g}: field / 5-step" for t in temperatures) + " |",
+             "|---" * (len(temperatures) + 1) + "|"]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        cells = []
+        for t in temperatures:
+            pair = [next((float(r["mean"]) for r in rows if r["measure"] == m and r["model"] == model
+                          and float(r["temperature"]) == t), None) for m in ("pg_field", "pg_ascent")]
+            cells.append(" / ".join("–" if v is None else f"{v:.3f}" for v in pair))
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
