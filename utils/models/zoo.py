@@ -17,6 +17,9 @@ BUNDLED = "bundled"
 # Networks trained here on Imagenette (10 logits, float16 weights in utils/models/weights/, no download):
 # name -> (architecture in utils.models.nets.ARCHITECTURES, training seed).
 TRAINED = {BUNDLED: ("poolresnet", 0), "bundled_seed1": ("poolresnet", 1), "bundled_plain": ("plain", 0)}
+# The model the notebook, figures and explorer use when the paper's ImageNet weights cannot be downloaded
+# (the choice follows the alignment study's rule: utils.experiments.alignment.decide).
+OFFLINE_DEFAULT = BUNDLED
 
 
 def trained_stem(arch: str, seed: int) -> str:

@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 from ...core.gates import GATES
 from ...data.imagenette import IMAGENETTE_CLASSES, PAPER_CLASSES
-from ...models.zoo import BUNDLED, PAPER_MODELS, default_device, load_model
+from ...models.zoo import OFFLINE_DEFAULT, PAPER_MODELS, default_device, load_model
 from .inputs import as_image_dict, class_options, decode_upload, default_images, same_class
 from .panels import array_png, figure_png, panel_arrays, panel_figure, probability_figure
 from .path import METHOD_LABELS, Exploration, explore_path
@@ -32,7 +32,7 @@ class Explorer:
         self.models = OrderedDict()
         if model is not None:
             self.models[model.name] = model
-        names = list(dict.fromkeys([*self.models, BUNDLED, *PAPER_MODELS]))
+        names = list(dict.fromkeys([*self.models, OFFLINE_DEFAULT, *PAPER_MODELS]))
         if images is None:
             self.images, source = default_images()
         else:
