@@ -9,7 +9,8 @@ from __future__ import annotations
 # results/focus_model_name=resnet50_summary.csv (github.com/314-Foundation/SemanticPullbacks, commit 74ba1d13),
 # mean over 500 mosaics. Their relevance is input x attribution, so their "SoftPullback" and "Gradient" are
 # our pullback_x_input and gradient_x_input; their mosaics hold the target image in two of the four quadrants
-# (Quantus' Focus: chance 0.5), ours four images of four classes (chance 0.25).
+# (Quantus' Focus: chance 0.5), ours four images of four classes (chance 0.25); Quantus keeps the positive part
+# of every channel's relevance, we that of the channel sum (Arias-Duart et al.'s per-pixel relevance).
 AUTHORS_FOCUS = {"pullback_x_input": 0.7483, "gradient_x_input": 0.6337}
 AUTHORS_FOCUS_LABEL = "authors' ResNet50 on ImageNet (their numbers; chance 0.5)"
 AUTHORS_FOCUS_SOURCE = ("github.com/314-Foundation/SemanticPullbacks results/focus_model_name=resnet50_summary.csv "
