@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 from utils import PretrainedUnavailableError, load_model, paper_batch, paper_targets
 from utils.data.imagenette import IMAGENETTE_CLASSES, IMAGENETTE_TO_IMAGENET, ImagenetteFolder, imagenette_files
 from utils.models.nets import PoolResNet
-from utils.models.zoo import BUNDLED_WEIGHTS, Normalize, bundled_training_log
+from utils.models.zoo import BUNDLED_WEIGHTS, TRAINED, Normalize, bundled_training_log, trained_weights
 
 
 def test_bundled_model_loads_offline_and_backpropagates():
@@ -26,13 +26,15 @@ def test_bundled_model_loads_offline_and_backpropagates():
     assert not kinds & {torch.nn.GELU, torch.nn.SiLU, torch.nn.AdaptiveMaxPool2d}
 
 
-def test_bundled_model_reaches_reported_accuracy(data_root):
-    """On a seeded subset of val, accuracy is within sampling error of the logged full-val accuracy."""
-    reported = bundled_training_log()[-1]
+@pytest.mark.parametrize("name", list(TRAINED))
+def test_trained_model_reaches_reported_accuracy(data_root, name):
+    """On a seeded subset of val, accuracy is within sampling error of the logged full-val accuracy (>= 85%)."""
+    reported = bundled_training_log(name=name)[-1]
     assert reported["val_resolution"] == 224 and reported["val_acc"] >= 0.85
+    assert trained_weights(name).stat().st_size <= 25 * 2**20
     dataset = ImagenetteFolder(data_root, "val", size=224)
     subset = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:400].tolist()
-    model = load_model("bundled", device="cpu")
+    model = load_model(name, device="cpu")
     correct = 0
     with torch.no_grad():
         for start in range(0, len(subset), 50):
