@@ -97,6 +97,12 @@ def _imagenet_model(name: str, pretrained: bool) -> Classifier:
     return Classifier(net, Normalize(preprocess.mean, preprocess.std), weights.meta["categories"], name)
 
 
+def load_float32(net: nn.Module, state: dict) -> nn.Module:
+    """Load a state dict (e.g. the float16 committed weights) into ``net`` as float32; integer buffers stay."""
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return net
+
+
 def bundled_model(weights: str | Path | None = BUNDLED_WEIGHTS, name: str = BUNDLED) -> Classifier:
     """A network trained here (10 classes, torchvision's Imagenette order), float32: ``name`` in
     :data:`TRAINED` gives the architecture; ``weights`` None leaves it randomly initialised."""
@@ -108,7 +114,7 @@ def bundled_model(weights: str | Path | None = BUNDLED_WEIGHTS, name: str = BUND
                 f"no weights for {name!r} at {weights}: train them with `python -m utils.experiments.training "
                 f"--data <imagenette root> --arch {arch} --seed {seed} --out {Path(weights).parent}`")
         state = torch.load(weights, map_location="cpu", weights_only=True)
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        load_float32(net, state)
     return Classifier(net, nn.Identity(), IMAGENETTE_CLASSES, name)
 
 

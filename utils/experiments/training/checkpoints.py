@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ...models.nets import ARCHITECTURES
+from ...models.zoo import load_float32
 from ...paths import CHECKPOINTS
 from ..records import torch_save
 
@@ -62,5 +63,5 @@ def load_checkpoint(path, num_classes: int = 10, arch: str = "poolresnet") -> nn
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("model", state)
     model = ARCHITECTURES[arch](num_classes=num_classes)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    load_float32(model, state)
     return model.eval()
