@@ -16,6 +16,7 @@ from utils.experiments.alignment.run import SIX, SMOKE, Settings, main, run
 from utils.experiments.faithfulness.run import evaluation_images
 from utils.experiments.records import DamagedPartWarning, RunMismatchError, read_csv
 from utils.models.nets import PlainNet, PoolResNet
+from utils.models import zoo
 from utils.models.zoo import Classifier, load_model
 from utils.paths import REPO
 
@@ -130,11 +131,16 @@ def test_resume_recomputes_nothing_and_a_damaged_part_only(data_root, tmp_path, 
         _pair_run(root, out, steps=2)
 
 
-def test_unknown_model_or_bad_settings_leave_no_record(data_root, tmp_path):
+def test_unknown_model_or_bad_settings_leave_no_record(data_root, tmp_path, monkeypatch):
     root = data_root
-    with pytest.raises(ValueError, match="cannot load model 'bundled_seed1'"):
-        run(Settings(models=("bundled", "bundled_seed1"), images=6, mosaics=1), root, tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="cannot load model 'no_such_model': unknown model"):
+        run(Settings(models=("bundled", "no_such_model"), images=6, mosaics=1), root, tmp_path / "a", progress=False)
     assert not (tmp_path / "a" / "config.json").exists()
+    # A trained model whose weights are absent (a clone without them) is refused before anything is written.
+    monkeypatch.setattr(zoo, "WEIGHTS", tmp_path / "no_weights")
+    with pytest.raises(ValueError, match="cannot load model 'bundled': no weights for 'bundled' at .*train them"):
+        run(Settings(models=("bundled", "bundled_seed1"), images=6, mosaics=1), root, tmp_path / "d", progress=False)
+    assert not (tmp_path / "d" / "config.json").exists()
     with pytest.raises(ValueError, match="at least two distinct models"):
         run(Settings(models=("bundled",)), root, tmp_path / "b", progress=False)
     with pytest.raises(ValueError, match="temperature"):

@@ -39,6 +39,8 @@ BUNDLED_LOG = BUNDLED_WEIGHTS.with_name("bundled_imagenette_log.csv")
 def training_log_path(name: str) -> Path:
     """Path of the per-epoch training log committed beside a trained model's weights."""
     return trained_weights(name).with_name(f"{trained_stem(*TRAINED[name])}_log.csv")
+
+
 OSTRICH = 9  # ImageNet index of the paper's extra target
 # For the 10-class bundled model: the animal class no row image belongs to stands in for "ostrich".
 BUNDLED_EXTRA = 1  # English springer
