@@ -11,7 +11,7 @@ import torch
 
 import utils.experiments.alignment.run as study
 from utils.data.imagenette import IMAGENETTE_CLASSES, data_root_from_env
-from utils.experiments.alignment import verdicts
+from utils.experiments.alignment import headline, verdicts
 from utils.experiments.alignment.run import SIX, SMOKE, Settings, main, run
 from utils.experiments.faithfulness.run import evaluation_images
 from utils.experiments.records import DamagedPartWarning, RunMismatchError, read_csv
@@ -168,6 +168,18 @@ def test_verdicts_follow_the_paired_intervals():
     assert lines[2].startswith("Gradients beat pullbacks on log-probability rise after transfer from a to b")
     assert lines[3].startswith("No clear difference between pullbacks and gradients on Focus of a")
 
+
+def test_headline_tallies_the_paired_comparisons_per_measure():
+    def row(measure, mean, low, high, ours="pullback", baseline="gradient"):
+        return {"measure": measure, "model": "a", "other": "b", "ours": ours, "baseline": baseline,
+                "temperature": "0.3", "mean": str(mean), "ci_low": str(low), "ci_high": str(high), "n": "50"}
+    lines = headline([row("agree_field", 0.25, 0.125, 0.375), row("agree_field", -0.5, -0.75, -0.25),
+                      row("agree_field", 0.0625, -0.125, 0.25),
+                      row("focus", 0.125, 0.0625, 0.25, "pullback_x_input", "gradient_x_input")])
+    assert lines == ["field agreement (pullback vs gradient): pullbacks better in 1 of 3 comparisons, worse in 1, "
+                     "no clear difference in 1; mean differences -0.500 to +0.250.",
+                     "Focus (pullback_x_input vs gradient_x_input): pullbacks better in 1 of 1 comparisons, worse "
+                     "in 0, no clear difference in 0; mean differences +0.125 to +0.125."]
 
 def test_report_imports_no_attribution_code():
     code = ("import sys; import utils.experiments.alignment.report; "

@@ -1,5 +1,9 @@
-"""Markdown tables of the alignment study, from hand-made summary and paired rows (strings, as read from CSV)."""
-from utils.experiments.alignment.tables import comparison_table, similarity_table
+"""Markdown tables of the alignment study, from hand-made summary and paired rows (strings, as read from CSV),
+and the README's copy of them."""
+from utils.experiments.alignment import load_results
+from utils.experiments.alignment.tables import (AUTHORS_FOCUS, AUTHORS_FOCUS_LABEL, comparison_table, focus_table,
+                                                 similarity_table)
+from utils.paths import REPO, RESULTS
 
 
 def row(measure, model, other, method, temperature, mean, low, high):
@@ -35,3 +39,24 @@ def test_similarity_table_has_a_column_per_temperature_and_dashes_where_missing(
     assert lines[0] == "| model | T = 0.3: field / 5-step | T = 1: field / 5-step |"
     assert lines[2] == "| a | 0.500 / 0.250 | 0.125 / – |"
     assert lines[3] == "| b | 0.750 / – | – / – |"
+
+
+def test_focus_table_has_a_row_per_method_a_column_per_model_and_the_reference_last():
+    summary = [row("focus", "a", "", "pullback", "0.3", 0.5, 0.375, 0.625),
+               row("focus", "b", "", "pullback", "0.3", 0.25, 0.125, 0.375),
+               row("focus", "a", "", "gradcam", "", 0.75, 0.625, 0.875),
+               row("agree_field", "a", "b", "pullback", "0.3", 0.1, 0.0, 0.2)]
+    lines = focus_table(summary, {"pullback": 0.7483}, "theirs").splitlines()
+    assert lines[0] == "| method | a | b | theirs |"
+    assert lines[2] == "| pullback | 0.500 [0.375, 0.625] | 0.250 [0.125, 0.375] | 0.748 |"
+    assert lines[3] == "| gradcam | 0.750 [0.625, 0.875] | – | – |"
+    assert len(lines) == 4 and focus_table(summary).splitlines()[0] == "| method | a | b |"
+
+
+def test_readme_shows_the_tables_of_the_committed_results():
+    """The README's alignment tables are these functions applied to results/alignment/, character for character."""
+    study = load_results(RESULTS / "alignment")
+    readme = (REPO / "README.md").read_text()
+    for table in (similarity_table(study["summary"]), comparison_table(study["summary"], study["paired"]),
+                  focus_table(study["summary"], AUTHORS_FOCUS, AUTHORS_FOCUS_LABEL)):
+        assert table in readme, table.splitlines()[0]

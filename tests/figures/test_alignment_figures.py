@@ -179,6 +179,7 @@ def test_over_training_curves_against_epochs(curves):
             assert np.isclose(ys.max(), max(float(r["ci_high"]) for r in expected))
     assert [line.get_label() for line in fig.axes[1].get_lines()] == ["run0 vs run1, pullback (T = 0.3)",
                                                                    "run0 vs run1, gradient"]
+    assert [line.get_color() for line in fig.axes[1].get_lines()] == ["tab:orange", "tab:blue"]  # as elsewhere
 
 
 def write(path, rows, columns):

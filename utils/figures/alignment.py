@@ -24,6 +24,11 @@ FOCUS_LABEL = "Focus (share of positive attribution in the target quadrant)"
 _LEGEND = dict(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, borderaxespad=0)  # right of the axes
 
 
+def _model_colours(models: list) -> dict:
+    """A colour per model, skipping orange and blue, which stand for pullback and gradient in every figure."""
+    return dict(zip(models, plt.get_cmap("tab10").colors[2:]))
+
+
 def _of(rows, measure: str) -> list[dict]:
     return [r for r in rows if r["measure"] == measure]
 
@@ -78,12 +83,14 @@ def pg_figure(summary) -> plt.Figure:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
     panels = (("pg_field", "as fields: pullback vs gradient at the image"),
               ("pg_ascent", "as ascent perturbations (pullback ascent vs gradient ascent)"))
+    colours = _model_colours(list(dict.fromkeys(r["model"] for r in summary)))
     for ax, (measure, title) in zip(axes, panels):
         rows = _of(summary, measure)
         for model in dict.fromkeys(r["model"] for r in rows):
             line = sorted((r for r in rows if r["model"] == model), key=lambda r: float(r["temperature"]))
             mean, err = _stats(line)
-            ax.errorbar([float(r["temperature"]) for r in line], mean, yerr=err, fmt="-o", capsize=3, label=model)
+            ax.errorbar([float(r["temperature"]) for r in line], mean, yerr=err, fmt="-o", capsize=3, label=model,
+                        color=colours[model])
         ax.axhline(1, color="0.3", ls=":", lw=1, label="identical")
         ax.set_xscale("log")
         temperatures = sorted({float(r["temperature"]) for r in rows})
@@ -146,7 +153,7 @@ def focus_figure(summary, reference: dict | None = None, reference_label: str = 
     temperatures = {r["method"]: r["temperature"] for r in rows}
     fig, ax = plt.subplots(figsize=(1.6 * len(methods) + 4, 4.8))
     cells = {(r["method"], r["model"]): r for r in rows}
-    colours = dict(zip(models, plt.get_cmap("tab10").colors[2:]))  # orange and blue stand for methods elsewhere
+    colours = _model_colours(models)
     width = _grouped_bars(ax, cells, methods, models, {m: m for m in models}, colours, slots=1 if reference else 0)
     if reference:
         x = [methods.index(m) + len(models) / 2 * width for m in reference]
@@ -166,41 +173,54 @@ def _reference_method(key: str) -> str:
     return next((m for m, label in METHOD_LABELS.items() if key == label), key)
 
 
-def _curve_label(row: dict, temperatures: int) -> str:
+def _curve_label(row: dict) -> str:
     pair = f"{row['model']} vs {row['other']}" if str(row.get("other", "")) else row["model"]
-    method = METHOD_LABELS.get(row["method"], row["method"])
-    shown = temperatures > 1 or row["method"] != "pullback_vs_gradient"
-    return f"{pair}, {_method_label(row['method'], row['temperature']) if shown else method}"
+    return f"{pair}, {_method_label(row['method'], row['temperature'])}"
 
 
 def over_training_figure(curve_summary) -> plt.Figure:
     """Each measure of the over-training study (pg_field, pg_ascent, agree_field, agree_ascent) against the
-    training epoch (symlog x), one line per run or pair of runs and method (and temperature when several),
-    CIs as shaded bands."""
+    training epoch (symlog x), in a grid of two columns, CIs as shaded bands. Pullback-vs-gradient panels:
+    colour per temperature, line style per run. Agreement panels: orange pullback, blue dashed gradient
+    (as elsewhere), marker per pair of runs."""
     measures = [m for m in ("pg_field", "pg_ascent", "agree_field", "agree_ascent") if _of(curve_summary, m)]
-    fig, axes = plt.subplots(1, len(measures), figsize=(5.5 * len(measures) + 2.5, 4.6), squeeze=False)
+    columns = min(2, len(measures))
+    rows_of_panels = -(-len(measures) // columns)
+    fig, axes = plt.subplots(rows_of_panels, columns, figsize=(8.2 * columns, 4.3 * rows_of_panels), squeeze=False)
     epochs = sorted({float(r["epoch"]) for r in curve_summary})
-    titles = {"pg_field": "pullback vs gradient, fields", "pg_ascent": "pullback vs gradient, ascent",
-              "agree_field": "agreement between two runs, fields", "agree_ascent": "agreement between two runs, ascent"}
-    for ax, measure in zip(axes[0], measures):
+    titles = {"pg_field": "pullback vs gradient, fields", "pg_ascent": "pullback vs gradient, 5-step ascent",
+              "agree_field": "agreement between two runs, fields",
+              "agree_ascent": "agreement between two runs, 5-step ascent"}
+    for ax, measure in zip(axes.flat, measures):
         rows = _of(curve_summary, measure)
-        temperatures = len({str(r["temperature"]) for r in rows})
+        temperatures = sorted({str(r["temperature"]) for r in rows if str(r["temperature"]) not in ("", "nan")},
+                              key=float)
+        runs = list(dict.fromkeys((r["model"], str(r["other"])) for r in rows))
         for key in dict.fromkeys((r["model"], str(r["other"]), r["method"], str(r["temperature"])) for r in rows):
             line = sorted((r for r in rows if (r["model"], str(r["other"]), r["method"], str(r["temperature"])) == key),
                           key=lambda r: float(r["epoch"]))
             x = [float(r["epoch"]) for r in line]
             mean, err = _stats(line)
-            style = "--" if key[2] == "gradient" else "-"
-            (drawn,) = ax.plot(x, mean, style, marker="o", ms=4, label=_curve_label(line[0], temperatures))
-            ax.fill_between(x, mean - err[0], mean + err[1], color=drawn.get_color(), alpha=0.2, lw=0)
+            run = runs.index(key[:2])
+            if measure.startswith("pg_"):
+                shade = temperatures.index(key[3]) / max(len(temperatures) - 1, 1) if key[3] in temperatures else 0
+                style = dict(color=plt.get_cmap("viridis")(0.85 * shade), ls=("-", "--", ":", "-.")[run % 4],
+                             marker="o")
+            else:
+                style = dict(color=COLOURS.get(key[2]), ls="--" if key[2] == "gradient" else "-",
+                             marker="osD^v"[run % 5])
+            ax.plot(x, mean, ms=4, label=_curve_label(line[0]), **style)
+            ax.fill_between(x, mean - err[0], mean + err[1], color=style["color"], alpha=0.15, lw=0)
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xticks(epochs, [f"{e:g}" for e in epochs])
         ax.minorticks_off()
-        ax.set_xlabel("training epoch (symlog scale)"), ax.set_ylabel("cosine")
-        ax.set_title(f"{titles[measure]}\n({_n_text(rows, 'images per point')})", fontsize=10)
+        ax.set_xlabel("training epoch (symlog scale)", fontsize=9), ax.set_ylabel("cosine", fontsize=9)
+        ax.set_title(f"{titles[measure]} ({_n_text(rows, 'images per point')})", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(**{**_LEGEND, "loc": "upper center", "bbox_to_anchor": (0.5, -0.18)})
-    fig.suptitle("Over training: how alike are pullback and gradient, and how much do runs agree?")
+        ax.legend(**{**_LEGEND, "fontsize": 7})
+    for ax in axes.flat[len(measures):]:
+        ax.set_visible(False)
+    fig.suptitle("Over training: how alike are pullback and gradient, and how much do two runs agree?")
     return fig
 
 

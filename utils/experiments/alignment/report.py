@@ -3,7 +3,8 @@
 Works from the CSV files alone (``results/alignment/``); nothing here imports the attribution methods or
 the pullback. A score row is ``{"image", "file", "label", "target", "measure", "model", "other", "method",
 "temperature", "value"}`` (see :mod:`.run`); rows read from a CSV hold strings, rows fresh from a run
-numbers, and both are accepted. Every measure is better when higher (agreement, transfer, focus).
+numbers, and both are accepted. Every paired measure (:data:`PAIRS`) is better when higher (agreement,
+transfer, focus); the control's ``agree_field_mismatched`` and ``target_cosine`` (:mod:`.control`) only describe.
 Over training (:mod:`.over_training`) rows carry an ``epoch`` column too: :func:`summarise` takes the key,
 :func:`curve_table` and :func:`curve_sentences` compare the first epoch with the last.
 """
@@ -22,11 +23,11 @@ from ..records import read_csv
 KEY = ("measure", "model", "other", "method", "temperature")
 # The paired comparisons: (ours, baseline) per measure, compared on the same image, target and model(s).
 PAIRS = {**{m: (("pullback", "gradient"),) for m in ("agree_field", "agree_ascent", "transfer_logp",
-                                                        "transfer_became")},
+                                                        "transfer_became", "agree_field_specific")},
          "focus": (("pullback", "gradient"), ("pullback_x_input", "gradient_x_input"))}
 WORDS = {"agree_field": "field agreement", "agree_ascent": "ascent agreement",
          "transfer_logp": "log-probability rise after transfer", "transfer_became": "transfer success rate",
-         "focus": "Focus"}
+         "focus": "Focus", "agree_field_specific": "target-specific field agreement"}
 
 
 def mean_ci(values) -> dict:
@@ -120,6 +121,24 @@ def verdicts(summary: list[dict], paired_rows: list[dict]) -> list[str]:
             lines.append(f"No clear difference between pullbacks and gradients on {_subject(r)}: {numbers}.")
     return lines
 
+
+
+def headline(paired_rows: list[dict]) -> list[str]:
+    """One sentence per measure and method pair: in how many of its paired comparisons (model pairs, transfer
+    directions or models) pullbacks beat gradients, gradients beat pullbacks, or neither (by the 95% CI of the
+    paired difference, as in :func:`verdicts`), and the range of the mean differences."""
+    groups: dict[tuple, list] = {}
+    for r in paired_rows:
+        groups.setdefault((r["measure"], r["ours"], r["baseline"]), []).append(r)
+    lines = []
+    for (measure, ours, baseline), rows in groups.items():
+        means = [float(r["mean"]) for r in rows]
+        wins = sum(float(r["ci_low"]) > 0 for r in rows)
+        losses = sum(float(r["ci_high"]) < 0 for r in rows)
+        lines.append(f"{WORDS.get(measure, measure)} ({ours} vs {baseline}): pullbacks better in {wins} of "
+                     f"{len(rows)} comparisons, worse in {losses}, no clear difference in {len(rows) - wins - losses}; "
+                     f"mean differences {min(means):+.3f} to {max(means):+.3f}.")
+    return lines
 
 # --- over training (utils.experiments.alignment.over_training) -------------------------------------------
 

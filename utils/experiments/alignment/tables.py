@@ -64,3 +64,18 @@ def similarity_table(summary: list[dict]) -> str:
             cells.append(" / ".join("–" if v is None else f"{v:.3f}" for v in pair))
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def focus_table(summary: list[dict], reference: dict | None = None, reference_label: str = "reference") -> str:
+    """Markdown: Focus per attribution method (rows) and model (columns), mean [95% CI], and optionally a last
+    column of ``reference`` values ``{method: value}`` (another study's numbers, labelled ``reference_label``)."""
+    rows = [r for r in summary if r["measure"] == "focus"]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    head = models + ([reference_label] if reference is not None else [])
+    lines = ["| method | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        cells = [_cell(_find(rows, "focus", model, "", method)) for model in models]
+        if reference is not None:
+            cells.append(f"{reference[method]:.3f}" if method in reference else "–")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
