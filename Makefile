@@ -5,6 +5,7 @@
 #   make evaluate   the faithfulness evaluation (needs the full Imagenette: IMAGENETTE_ROOT), resumable
 #   make study      the path-stability study (needs IMAGENETTE_ROOT and training checkpoints), resumable
 #   make alignment  the alignment study across the bundled models (needs IMAGENETTE_ROOT), resumable
+#   make alignment-control  its mismatched-target control of the agreement (needs IMAGENETTE_ROOT), resumable
 #   make alignment-over-training  its measures on training checkpoints (data/checkpoints/seed0, seed1;
 #                   other runs: RUNS="--run NAME ARCH FOLDER --run ...")
 #   make benchmark  time and memory of the pullback against a plain input gradient
@@ -15,7 +16,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: figures test evaluate study alignment alignment-over-training benchmark install install-test clean
+.PHONY: figures test evaluate study alignment alignment-control alignment-over-training benchmark install install-test clean
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
@@ -46,6 +47,9 @@ study: install
 
 alignment: install
 	$(PY) -m utils.experiments.alignment
+
+alignment-control: install
+	$(PY) -m utils.experiments.alignment.control
 
 alignment-over-training: install
 	$(PY) -m utils.experiments.alignment.over_training $(RUNS)

@@ -1,4 +1,7 @@
-"""The mismatched-target control of the alignment study: its rows against explicit formulas, and its images."""
+"""The mismatched-target control of the alignment study: its rows against explicit formulas, its images, and
+its committed results against the main study's."""
+import json
+
 import pytest
 import torch
 
@@ -11,6 +14,7 @@ from utils.experiments.faithfulness.run import evaluation_images
 from utils.experiments.records import read_csv
 from utils.models.nets import PlainNet, PoolResNet
 from utils.models.zoo import Classifier
+from utils.paths import RESULTS
 
 
 def _classifier(net, name):
@@ -76,3 +80,20 @@ def test_control_run_uses_the_main_studys_images_and_targets(data_root, tmp_path
                                                "target_cosine"}
     with pytest.raises(ValueError, match="two distinct models"):
         run(ControlSettings(models=("bundled",)), data_root, tmp_path / "none", progress=False)
+
+
+def test_committed_control_recomputes_the_main_studys_agreement():
+    """The committed control and main study share images, targets, models and settings: the control's
+    agree_field rows are the main study's, up to float32 rounding (batches of 25 there, 10 here: different
+    convolution blocking), and its mismatched rows use other targets."""
+    key = lambda r: (r["image"], r["target"], r["model"], r["other"], r["method"])  # noqa: E731
+    main = {key(r): float(r["value"]) for r in read_csv(RESULTS / "alignment" / "scores.csv")
+            if r["measure"] == "agree_field"}
+    control = read_csv(RESULTS / "alignment" / "control" / "scores.csv")
+    again = {key(r): float(r["value"]) for r in control if r["measure"] == "agree_field"}
+    assert set(again) == set(main) and len(main) == 500 * 3 * 2
+    assert max(abs(again[k] - main[k]) for k in main) < 1e-3
+    config = json.loads((RESULTS / "alignment" / "control" / "config.json").read_text())
+    study = json.loads((RESULTS / "alignment" / "config.json").read_text())
+    assert {k: config[k] for k in ("images_sha256", "weights_sha256", "temperature", "size", "seed")} == \
+        {k: study[k] for k in ("images_sha256", "weights_sha256", "temperature", "size", "seed")}

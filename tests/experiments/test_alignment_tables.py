@@ -1,8 +1,8 @@
 """Markdown tables of the alignment study, from hand-made summary and paired rows (strings, as read from CSV),
 and the README's copy of them."""
 from utils.experiments.alignment import load_results
-from utils.experiments.alignment.tables import (AUTHORS_FOCUS, AUTHORS_FOCUS_LABEL, comparison_table, focus_table,
-                                                 similarity_table)
+from utils.experiments.alignment.tables import (AUTHORS_FOCUS, AUTHORS_FOCUS_LABEL, comparison_table, control_table,
+                                                 focus_table, similarity_table)
 from utils.paths import REPO, RESULTS
 
 
@@ -60,3 +60,18 @@ def test_readme_shows_the_tables_of_the_committed_results():
     for table in (similarity_table(study["summary"]), comparison_table(study["summary"], study["paired"]),
                   focus_table(study["summary"], AUTHORS_FOCUS, AUTHORS_FOCUS_LABEL)):
         assert table in readme, table.splitlines()[0]
+
+
+def test_control_table_puts_the_three_agreements_of_a_pair_on_one_line_and_the_own_cosines_below():
+    summary = [row("agree_field", "a", "b", "pullback", "0.3", 0.5, 0.375, 0.625),
+               row("agree_field_mismatched", "a", "b", "pullback", "0.3", 0.25, 0.125, 0.375),
+               row("agree_field_specific", "a", "b", "pullback", "0.3", 0.25, 0.125, 0.375),
+               row("agree_field", "a", "b", "gradient", "", 0.5, 0.375, 0.625),
+               row("target_cosine", "a", "", "pullback", "0.3", 0.75, 0.625, 0.875),
+               row("target_cosine", "a", "", "gradient", "", 0.5, 0.375, 0.625)]
+    lines = control_table(summary).splitlines()
+    assert lines[2] == "| a & b | pullback | 0.500 [0.375, 0.625] | 0.250 [0.125, 0.375] | +0.250 [+0.125, +0.375] |"
+    assert lines[3] == "| a & b | gradient | 0.500 [0.375, 0.625] | – | – |"
+    assert lines[5] == ("| model | pullback: own fields, target vs mismatched | "
+                        "gradient: own fields, target vs mismatched |")
+    assert lines[7] == "| a | 0.750 [0.625, 0.875] | 0.500 [0.375, 0.625] |" and len(lines) == 8

@@ -20,7 +20,7 @@ Checked parts, resuming, the identity in ``config.json`` and torchrun sharding a
 rank 0 writes ``scores.csv``, ``summary.csv`` and ``paired.csv`` (pullback minus gradient per image).
 
 Cost: four backward passes per image and model, no ascent. 500 images and the three trained models took
-about 6 minutes with two processes on the 2-core CPU here.
+6.6 minutes with two processes on the 2-core CPU here (the sum of each rank's timing file).
 """
 from __future__ import annotations
 

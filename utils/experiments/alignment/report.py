@@ -77,7 +77,7 @@ def load_results(results_dir=RESULTS / "alignment") -> dict:
             "paired": read_csv(folder / "paired.csv"), "scores": read_csv(folder / "scores.csv")}
 
 
-WIDTHS = {"epoch": 7, "measure": 16, "model": 16, "other": 16, "method": 22, "temperature": 6}
+WIDTHS = {"epoch": 7, "measure": 23, "model": 16, "other": 16, "method": 22, "temperature": 12}
 
 
 def format_summary(rows: list[dict], key=KEY) -> str:

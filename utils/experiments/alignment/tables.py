@@ -79,3 +79,25 @@ def focus_table(summary: list[dict], reference: dict | None = None, reference_la
             cells.append(f"{reference[method]:.3f}" if method in reference else "–")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def control_table(summary: list[dict]) -> str:
+    """Markdown, from the control's summary (:mod:`.control`): per pair of models and method, the agreement for
+    the target, for mismatched targets and their difference; then per model and method, the cosine between its
+    own fields for the two targets. Mean [95% CI]."""
+    pairs = list(dict.fromkeys((r["model"], str(r["other"])) for r in summary if r["measure"] == "agree_field"))
+    methods = list(dict.fromkeys(r["method"] for r in summary if r["measure"] == "agree_field"))
+    lines = ["| models | method | agreement, same target | agreement, mismatched targets | target-specific part |",
+             "|---|---|---|---|---|"]
+    for a, b in pairs:
+        for method in methods:
+            cells = [_cell(_find(summary, m, a, b, method), signed=m == "agree_field_specific")
+                     for m in ("agree_field", "agree_field_mismatched", "agree_field_specific")]
+            lines.append(f"| {a} & {b} | {method} | " + " | ".join(cells) + " |")
+    models = list(dict.fromkeys(r["model"] for r in summary if r["measure"] == "target_cosine"))
+    lines += ["", "| model | " + " | ".join(f"{m}: own fields, target vs mismatched" for m in methods) + " |",
+              "|---" * (len(methods) + 1) + "|"]
+    for model in models:
+        lines.append(f"| {model} | " + " | ".join(_cell(_find(summary, "target_cosine", model, "", m))
+                                                  for m in methods) + " |")
+    return "\n".join(lines)
