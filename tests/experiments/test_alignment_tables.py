@@ -58,7 +58,8 @@ def test_readme_shows_the_tables_of_the_committed_results():
     study = load_results(RESULTS / "alignment")
     readme = (REPO / "README.md").read_text()
     for table in (similarity_table(study["summary"]), comparison_table(study["summary"], study["paired"]),
-                  focus_table(study["summary"], AUTHORS_FOCUS, AUTHORS_FOCUS_LABEL)):
+                  focus_table(study["summary"], AUTHORS_FOCUS, AUTHORS_FOCUS_LABEL),
+                  control_table(load_results(RESULTS / "alignment" / "control")["summary"])):
         assert table in readme, table.splitlines()[0]
 
 
