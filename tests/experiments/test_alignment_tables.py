@@ -2,7 +2,7 @@
 and the README's copy of them."""
 from utils.experiments.alignment import load_results
 from utils.experiments.alignment.tables import (AUTHORS_FOCUS, AUTHORS_FOCUS_LABEL, comparison_table, control_table,
-                                                 focus_table, similarity_table)
+                                                 focus_table, similarity_table, tally_table)
 from utils.paths import REPO, RESULTS
 
 
@@ -76,3 +76,17 @@ def test_control_table_puts_the_three_agreements_of_a_pair_on_one_line_and_the_o
     assert lines[5] == ("| model | pullback: own fields, target vs mismatched | "
                         "gradient: own fields, target vs mismatched |")
     assert lines[7] == "| a | 0.750 [0.625, 0.875] | 0.500 [0.375, 0.625] |" and len(lines) == 8
+
+
+def test_tally_table_counts_the_comparisons_each_study_wins_and_marks_what_a_study_lacks():
+    def diff(measure, mean, low, high, model="a", ours="pullback", baseline="gradient"):
+        return {"measure": measure, "model": model, "other": "b", "ours": ours, "baseline": baseline,
+                "temperature": "0.3", "mean": str(mean), "ci_low": str(low), "ci_high": str(high), "n": "10"}
+    low_t = [diff("agree_field", 0.25, 0.125, 0.375), diff("agree_field", -0.5, -0.75, -0.25, model="c")]
+    high_t = [diff("agree_field", 0.5, 0.25, 0.75), diff("agree_field", 0.125, -0.25, 0.5, model="c"),
+              diff("focus", 0.0625, 0.03125, 0.125, ours="pullback_x_input", baseline="gradient_x_input")]
+    lines = tally_table({"T = 0.3": low_t, "T = 1": high_t}).splitlines()
+    assert lines[0] == "| measure | pullback vs | T = 0.3 | T = 1 |"
+    assert lines[2] == ("| field agreement | gradient | 1 of 2 better, 1 worse; -0.500 to +0.250 | "
+                        "1 of 2 better; +0.125 to +0.500 |")
+    assert lines[3] == "| Focus | gradient_x_input | – | 1 of 1 better; +0.062 to +0.062 |" and len(lines) == 4

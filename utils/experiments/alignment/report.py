@@ -123,22 +123,27 @@ def verdicts(summary: list[dict], paired_rows: list[dict]) -> list[str]:
 
 
 
-def headline(paired_rows: list[dict]) -> list[str]:
-    """One sentence per measure and method pair: in how many of its paired comparisons (model pairs, transfer
-    directions or models) pullbacks beat gradients, gradients beat pullbacks, or neither (by the 95% CI of the
-    paired difference, as in :func:`verdicts`), and the range of the mean differences."""
+def tally(paired_rows: list[dict]) -> dict[tuple, dict]:
+    """Per (measure, ours, baseline): ``n`` paired comparisons (model pairs, transfer directions or models),
+    ``better`` / ``worse`` (the 95% CI of pullback minus gradient wholly above / below 0, as in
+    :func:`verdicts`) and the ``low`` / ``high`` mean difference."""
     groups: dict[tuple, list] = {}
     for r in paired_rows:
         groups.setdefault((r["measure"], r["ours"], r["baseline"]), []).append(r)
-    lines = []
-    for (measure, ours, baseline), rows in groups.items():
-        means = [float(r["mean"]) for r in rows]
-        wins = sum(float(r["ci_low"]) > 0 for r in rows)
-        losses = sum(float(r["ci_high"]) < 0 for r in rows)
-        lines.append(f"{WORDS.get(measure, measure)} ({ours} vs {baseline}): pullbacks better in {wins} of "
-                     f"{len(rows)} comparisons, worse in {losses}, no clear difference in {len(rows) - wins - losses}; "
-                     f"mean differences {min(means):+.3f} to {max(means):+.3f}.")
-    return lines
+    return {key: {"n": len(rows), "better": sum(float(r["ci_low"]) > 0 for r in rows),
+                  "worse": sum(float(r["ci_high"]) < 0 for r in rows),
+                  "low": min(float(r["mean"]) for r in rows), "high": max(float(r["mean"]) for r in rows)}
+            for key, rows in groups.items()}
+
+
+def headline(paired_rows: list[dict]) -> list[str]:
+    """One sentence per measure and method pair of :func:`tally`: in how many comparisons pullbacks beat
+    gradients, gradients beat pullbacks, or neither, and the range of the mean differences."""
+    return [f"{WORDS.get(measure, measure)} ({ours} vs {baseline}): pullbacks better in {t['better']} of {t['n']} "
+            f"comparisons, worse in {t['worse']}, no clear difference in {t['n'] - t['better'] - t['worse']}; "
+            f"mean differences {t['low']:+.3f} to {t['high']:+.3f}."
+            for (measure, ours, baseline), t in tally(paired_rows).items()]
+
 
 # --- over training (utils.experiments.alignment.over_training) -------------------------------------------
 

@@ -4,6 +4,8 @@ Works from ``summary.csv`` / ``paired.csv`` rows alone (strings or numbers), lik
 """
 from __future__ import annotations
 
+from .report import tally
+
 # Focus on ImageNet-pretrained ResNet50 as reported by the authors of the follow-up paper (Satkiewicz, Corizzo,
 # Pietroń, "Pulling Back the Curtain on Deep Networks", arXiv 2507.22832 v5/v6): their repository's
 # results/focus_model_name=resnet50_summary.csv (github.com/314-Foundation/SemanticPullbacks, commit 74ba1d13),
@@ -17,7 +19,7 @@ AUTHORS_FOCUS_SOURCE = ("github.com/314-Foundation/SemanticPullbacks results/foc
                         "(commit 74ba1d13): SoftPullback 0.748 ± 0.134, Gradient 0.634 ± 0.140, 500 mosaics")
 NAMES = {"agree_field": "field agreement", "agree_ascent": "5-step agreement", "transfer_logp": "transfer: log p rise",
          "transfer_became": "transfer: top-1 becomes target", "focus": "Focus", "pg_field": "field cosine",
-         "pg_ascent": "5-step cosine"}
+         "pg_ascent": "5-step cosine", "agree_field_specific": "target-specific field agreement"}
 
 
 def _cell(row: dict | None, signed: bool = False) -> str:
@@ -100,4 +102,23 @@ def control_table(summary: list[dict]) -> str:
     for model in models:
         lines.append(f"| {model} | " + " | ".join(_cell(_find(summary, "target_cosine", model, "", m))
                                                   for m in methods) + " |")
+    return "\n".join(lines)
+
+
+def tally_table(studies: dict[str, list[dict]]) -> str:
+    """Markdown: per measure and method pair (rows), per study (columns, e.g. ``{"T = 0.3": paired_rows, ...}``),
+    how many paired comparisons favour pullbacks and the range of the mean differences (:func:`.report.tally`)."""
+    tallies = {label: tally(rows) for label, rows in studies.items()}
+    keys = list(dict.fromkeys(k for t in tallies.values() for k in t))
+    lines = ["| measure | pullback vs | " + " | ".join(tallies) + " |", "|---" * (len(tallies) + 2) + "|"]
+    for key in keys:
+        cells = []
+        for t in tallies.values():
+            if key not in t:
+                cells.append("–")
+                continue
+            c = t[key]
+            worse = f", {c['worse']} worse" if c["worse"] else ""
+            cells.append(f"{c['better']} of {c['n']} better{worse}; {c['low']:+.3f} to {c['high']:+.3f}")
+        lines.append(f"| {NAMES.get(key[0], key[0])} | {key[2]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
