@@ -59,7 +59,11 @@ def test_readme_shows_the_tables_of_the_committed_results():
     readme = (REPO / "README.md").read_text()
     for table in (similarity_table(study["summary"]), comparison_table(study["summary"], study["paired"]),
                   focus_table(study["summary"], AUTHORS_FOCUS, AUTHORS_FOCUS_LABEL),
-                  control_table(load_results(RESULTS / "alignment" / "control")["summary"])):
+                  control_table(load_results(RESULTS / "alignment" / "control")["summary"]),
+                  focus_table(load_results(RESULTS / "alignment" / "T1")["summary"]),
+                  tally_table({label: load_results(folder)["paired"] + [
+                      r for r in load_results(folder / "control")["paired"] if r["measure"] == "agree_field_specific"]
+                      for label, folder in (("T = 0.3", RESULTS / "alignment"), ("T = 1", RESULTS / "alignment" / "T1"))})):
         assert table in readme, table.splitlines()[0]
 
 
