@@ -35,10 +35,10 @@ from ...core.gates import check_temperature
 from ...data.imagenette import load_image, require_imagenette
 from ...paths import RESULTS
 from ..faithfulness.run import _distributed, evaluation_images
-from ..records import check_identity, list_sha256, read_csv, state_sha256
+from ..records import check_identity, read_csv
 from .report import format_summary, headline
 from .run import (COLUMNS, FIELD_METHODS, SCHEME, SIX, _Rows, compute_parts, field_key, load_models, logit_targets,
-                  merge, settings_arguments, settings_from_args)
+                  merge, ready_models, run_identity, settings_arguments, settings_from_args)
 
 MEASURES = ("agree_field", "agree_field_mismatched", "agree_field_specific", "target_cosine")
 SMOKE = dict(images=4, batch=2, size=64)
@@ -128,12 +128,8 @@ def prepare(settings: ControlSettings, data_root, out, device, rank: int = 0, mo
             raise ValueError(f"{name} must be >= 1, got {getattr(settings, name)}")
     data_root = Path(data_root).resolve()
     picks = evaluation_images(data_root, settings.images, settings.seed)
-    models = {n: m.to(device).eval() for n, m in (models or load_models(settings.models, device)).items()}
-    models = {n: m.to(memory_format=torch.channels_last) for n, m in models.items()}
-    identity = {**dataclasses.asdict(settings), "targets": SCHEME + "; mismatched target SIX[(k + 1) % 6]",
-                "data_root": str(data_root),
-                "images_sha256": list_sha256((i, Path(p).relative_to(data_root).as_posix(), y) for i, p, y in picks),
-                "weights_sha256": {n: state_sha256(m) for n, m in models.items()}}
+    models = ready_models(models or load_models(settings.models, device), device)
+    identity = run_identity(settings, data_root, picks, models, SCHEME + "; mismatched target SIX[(k + 1) % 6]")
     out = Path(out)
     if rank == 0:
         check_identity(out, identity)

@@ -297,17 +297,25 @@ def prepare(settings: Settings, data_root, out, device, rank: int = 0, models: d
     data_root = Path(data_root).resolve()
     picks = evaluation_images(data_root, settings.images, settings.seed)
     quads = mosaic_picks(picks, settings.mosaics, settings.seed)
-    if models is None:
-        models = load_models(settings.models, device)
-    models = {n: m.to(device).eval() for n, m in models.items()}
-    models = {n: m.to(memory_format=torch.channels_last) for n, m in models.items()}  # faster convs on CPU
-    identity = {**dataclasses.asdict(settings), "targets": SCHEME, "data_root": str(data_root),
-                "images_sha256": list_sha256((i, Path(p).relative_to(data_root).as_posix(), y) for i, p, y in picks),
-                "weights_sha256": {n: state_sha256(m) for n, m in models.items()}}
+    models = ready_models(models or load_models(settings.models, device), device)
+    identity = run_identity(settings, data_root, picks, models, SCHEME)
     out = Path(out)
     if rank == 0:
         check_identity(out, identity)
     return _Job(settings, out, models, picks, quads)
+
+
+def ready_models(models: dict, device) -> dict:
+    """The models on ``device``, in eval mode and channels-last (faster convolutions on CPU)."""
+    return {n: m.to(device).eval().to(memory_format=torch.channels_last) for n, m in models.items()}
+
+
+def run_identity(settings, data_root: Path, picks: list, models: dict, targets: str) -> dict:
+    """What ``config.json`` holds and a resumed run must match: the settings, the target scheme, the data
+    root, and the SHA-256 of the picked images' list and of every model's state."""
+    return {**dataclasses.asdict(settings), "targets": targets, "data_root": str(data_root),
+            "images_sha256": list_sha256((i, Path(p).relative_to(data_root).as_posix(), y) for i, p, y in picks),
+            "weights_sha256": {n: state_sha256(m) for n, m in models.items()}}
 
 
 def run(settings: Settings, data_root, out, models: dict | None = None, progress: bool = True) -> list[dict] | None:
