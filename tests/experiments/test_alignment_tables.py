@@ -1,6 +1,6 @@
 """Markdown tables of the alignment study, from hand-made summary and paired rows (strings, as read from CSV),
 and the README's copy of them."""
-from utils.experiments.alignment import load_results
+from utils.experiments.alignment import load_results, paired_with_control
 from utils.experiments.alignment.tables import (AUTHORS_FOCUS, AUTHORS_FOCUS_LABEL, comparison_table, control_table,
                                                  focus_table, similarity_table, tally_table)
 from utils.paths import REPO, RESULTS
@@ -61,9 +61,8 @@ def test_readme_shows_the_tables_of_the_committed_results():
                   focus_table(study["summary"], AUTHORS_FOCUS, AUTHORS_FOCUS_LABEL),
                   control_table(load_results(RESULTS / "alignment" / "control")["summary"]),
                   focus_table(load_results(RESULTS / "alignment" / "T1")["summary"]),
-                  tally_table({label: load_results(folder)["paired"] + [
-                      r for r in load_results(folder / "control")["paired"] if r["measure"] == "agree_field_specific"]
-                      for label, folder in (("T = 0.3", RESULTS / "alignment"), ("T = 1", RESULTS / "alignment" / "T1"))})):
+                  tally_table({"T = 0.3": paired_with_control(RESULTS / "alignment"),
+                               "T = 1": paired_with_control(RESULTS / "alignment" / "T1")})):
         assert table in readme, table.splitlines()[0]
 
 
@@ -94,3 +93,14 @@ def test_tally_table_counts_the_comparisons_each_study_wins_and_marks_what_a_stu
     assert lines[2] == ("| field agreement | gradient | 1 of 2 better, 1 worse; -0.500 to +0.250 | "
                         "1 of 2 better; +0.125 to +0.500 |")
     assert lines[3] == "| Focus | gradient_x_input | – | 1 of 1 better; +0.062 to +0.062 |" and len(lines) == 4
+
+
+def test_paired_with_control_adds_only_the_controls_target_specific_rows(tmp_path):
+    header = "measure,model,other,ours,baseline,temperature,mean,ci_low,ci_high,n\n"
+    (tmp_path / "paired.csv").write_text(header + "agree_field,a,b,pullback,gradient,0.3,0.1,0.0,0.2,5\n")
+    assert [r["measure"] for r in paired_with_control(tmp_path)] == ["agree_field"]  # no control yet
+    (tmp_path / "control").mkdir()
+    (tmp_path / "control" / "paired.csv").write_text(
+        header + "agree_field,a,b,pullback,gradient,0.3,0.1,0.0,0.2,5\n"
+        + "agree_field_specific,a,b,pullback,gradient,0.3,0.3,0.2,0.4,5\n")
+    assert [r["measure"] for r in paired_with_control(tmp_path)] == ["agree_field", "agree_field_specific"]

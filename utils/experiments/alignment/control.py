@@ -66,10 +66,9 @@ def control_rows(models: dict, images: torch.Tensor, targets: torch.Tensor, othe
     (N,) are Imagenette classes, different per image."""
     if bool((targets == others).any()):
         raise ValueError("every mismatched target must differ from the image's target")
-    settings = argparse.Namespace(temperature=temperature)
     rows = _Rows()
     for method in FIELD_METHODS:
-        _, column = field_key(method, settings)
+        _, column = field_key(method, temperature)
         fields = {name: [field(m, images, logit_targets(m, t), method, temperature) for t in (targets, others)]
                   for name, m in models.items()}
         names = list(fields)

@@ -77,6 +77,16 @@ def load_results(results_dir=RESULTS / "alignment") -> dict:
             "paired": read_csv(folder / "paired.csv"), "scores": read_csv(folder / "scores.csv")}
 
 
+def paired_with_control(results_dir=RESULTS / "alignment") -> list[dict]:
+    """A study's ``paired.csv`` rows followed by the target-specific agreement rows of its control in
+    ``results_dir/control`` (:mod:`.control`), when that control has run."""
+    folder = Path(results_dir)
+    rows = read_csv(folder / "paired.csv")
+    if (folder / "control" / "paired.csv").exists():
+        rows += [r for r in read_csv(folder / "control" / "paired.csv") if r["measure"] == "agree_field_specific"]
+    return rows
+
+
 WIDTHS = {"epoch": 7, "measure": 23, "model": 16, "other": 16, "method": 22, "temperature": 12}
 
 
@@ -120,7 +130,6 @@ def verdicts(summary: list[dict], paired_rows: list[dict]) -> list[str]:
         else:
             lines.append(f"No clear difference between pullbacks and gradients on {_subject(r)}: {numbers}.")
     return lines
-
 
 
 def tally(paired_rows: list[dict]) -> dict[tuple, dict]:

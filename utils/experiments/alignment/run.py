@@ -154,9 +154,9 @@ class _Rows(list):
                      "temperature": temperature, "value": float(v)} for i, v in enumerate(values.tolist()))
 
 
-def field_key(method: str, s) -> tuple:
+def field_key(method: str, temperature: float) -> tuple:
     """``(key in model_fields' dict, temperature column)`` of a method's agreement and transfer rows."""
-    return (s.temperature, s.temperature) if method == "pullback" else ("gradient", "")
+    return (temperature, temperature) if method == "pullback" else ("gradient", "")
 
 
 def pg_rows(fields: dict, s) -> list[dict]:
@@ -176,7 +176,7 @@ def agree_rows(fields: dict, s, methods=FIELD_METHODS) -> list[dict]:
     (the pullback at ``s.temperature``, the gradient)."""
     rows = _Rows()
     for method in methods:
-        key, temperature = field_key(method, s)
+        key, temperature = field_key(method, s.temperature)
         for i, kind in enumerate(("agree_field", "agree_ascent")):
             for (a, b), values in pairwise_cosines({n: f[key][i] for n, f in fields.items()}).items():
                 rows.add(kind, a, b, method, temperature, values)
@@ -185,7 +185,7 @@ def agree_rows(fields: dict, s, methods=FIELD_METHODS) -> list[dict]:
 
 def transfer_rows(models: dict, fields: dict, images, targets, s, method: str) -> list[dict]:
     """transfer_logp and transfer_became rows of every ordered pair of models for one method."""
-    key, temperature = field_key(method, s)
+    key, temperature = field_key(method, s.temperature)
     rows = _Rows()
     for a, b in permutations(models, 2):
         delta = scale_to_norm(fields[a][key][1], s.eps)
