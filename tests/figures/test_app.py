@@ -128,7 +128,7 @@ def finished(target_name: str | None = None) -> re.Pattern:
     return re.compile(rf"^p\({name}\) .* after {STEPS} steps")
 
 
-def test_changing_the_target_redraws_the_perturbation(app_url, browser):
+def test_changing_the_target_redraws_the_perturbation(browser, app_url):
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.set_default_timeout(STARTUP_SECONDS * 1000)
     page.goto(app_url)
