@@ -9,7 +9,8 @@
 #   make alignment-over-training  its measures on training checkpoints (data/checkpoints/seed0, seed1;
 #                   other runs: RUNS="--run NAME ARCH FOLDER --run ...")
 #   make benchmark  time and memory of the pullback against a plain input gradient
-#   make app        the explorer as a web page of its own (Voilà on http://localhost:APP_PORT/, default 8866)
+#   make app        the explorer as a web page of its own (Voilà on http://127.0.0.1:APP_PORT/, default 8866;
+#                   it starts on the bundled model, PULLBACK_DEVICE picks the device)
 # IMAGENETTE_ROOT: a folder with train/<wnid>/ and val/<wnid>/; with it set, `make test` also runs the tests
 # that read the full dataset.
 
