@@ -132,3 +132,19 @@ def test_use_policy_refuses_unknown_names():
     with pytest.raises(ValueError, match="policy must be one of"):
         with use_policy("tpu"):
             pass
+
+
+def test_autocast_adds_no_conversions_and_keeps_the_field():
+    """Under bf16 autocast the rules compute in the dtype their inputs arrive in: no casts beyond the gradient's."""
+    torch.manual_seed(0)
+    model = randomize_batchnorm(torchvision.models.resnet18(num_classes=10).eval())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        gradient = count_operations(vanilla_gradient, model, x, 1)[1]
+        with use_policy("cuda"):
+            field, pullback = count_operations(excitation_pullback, model, x, 1)
+    assert pullback["aten._to_copy"] <= gradient["aten._to_copy"]
+    assert sum(pullback.values()) - sum(gradient.values()) <= pullback_count(model, x) - gradient_count(model, x)
+    reference = excitation_pullback(model, x, 1)
+    assert field.dtype == x.dtype
+    assert F.cosine_similarity(field.flatten(), reference.flatten(), dim=0) > 0.98
