@@ -37,6 +37,7 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 figures: install
 	TQDM_DISABLE=1 $(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 \
 	--ExecutePreprocessor.store_widget_state=False pullbacks.ipynb
+	$(PY) -m utils.figures.notebook pullbacks.ipynb
 
 # The figures go outside the clone, as a user's PULLBACK_MEDIA may: every printed path must cope with that.
 TEST_MEDIA ?= $(or $(TMPDIR),/tmp)/pullbacks-test-media
