@@ -26,13 +26,7 @@ def examples(tmp_path, monkeypatch):
     return root
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine two threads are several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: on a busy 2-core machine, faster
 
 
 def run(block: str) -> dict:

@@ -8,8 +8,6 @@ import contextlib
 import io
 
 import nbformat
-import pytest
-import torch
 from IPython.core.inputtransformer2 import TransformerManager
 
 from utils.paths import REPO
@@ -41,14 +39,6 @@ def figure_cells(notebook) -> list[str]:
         if found:
             chosen += [s for s in found if s not in chosen]
     return chosen
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_figure_cells_write_and_name_figures_outside_the_clone(tmp_path, monkeypatch, one_thread):

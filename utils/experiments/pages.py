@@ -11,7 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ..paths import RESULTS
+from ..paths import RESULTS, shown
 from .alignment import headline, load_results as load_alignment, paired_with_control, verdicts
 from .alignment.decide import choose_default, model_effects
 from .alignment.report import curve_sentences, curve_table
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
         if not args.check:
             path.write_text(text)
     for path in stale:
-        print(f"{'differs' if args.check else 'wrote'}: {path.relative_to(RESULTS.parent)}")
+        print(f"{'differs' if args.check else 'wrote'}: {shown(path)}")
     return 1 if args.check and stale else 0
 
 
