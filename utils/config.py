@@ -15,7 +15,7 @@ Environment variables (all optional):
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -50,6 +50,12 @@ class Config:
     device: torch.device = field(default_factory=default_device)
     media: Path = MEDIA
     download: bool = True
+
+    def __repr__(self) -> str:
+        """The settings, folders inside the clone named relative to it (the notebook shows this)."""
+        values = ", ".join(f"{f.name}={shown(v)!r}" if isinstance(v, Path) else f"{f.name}={v!r}"
+                           for f in fields(self) for v in [getattr(self, f.name)])
+        return f"Config({values})"
 
     @classmethod
     def from_env(cls, **overrides) -> "Config":

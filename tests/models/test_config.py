@@ -34,3 +34,9 @@ def test_choose_data_names_folders_inside_the_clone_relative_to_it(monkeypatch):
     monkeypatch.setattr(utils.config.imagenette, "EXAMPLES", REPO / "data" / "examples")
     reason = choose_data(Config(data_root=None, download=False))[1]
     assert "in data/examples " in reason and str(REPO) not in reason
+
+
+def test_config_shows_folders_inside_the_clone_relative_and_others_as_given(tmp_path):
+    text = repr(Config(media=REPO / "media", data_root=tmp_path / "imagenette"))
+    assert "media='media'" in text and f"data_root='{tmp_path / 'imagenette'}'" in text and str(REPO) not in text
+    assert "download=True" in text and "temperature=0.3" in text

@@ -10,8 +10,8 @@ from PIL import Image as PILImage
 from ..models.zoo import PAPER_MODELS
 from ..paths import shown
 
-READING_WIDTH = 900  # pixels: the width a notebook shows a figure at
-READING_QUALITY = 70  # JPEG quality of the displayed copy; the file on disk keeps its own
+READING_WIDTH = 800  # pixels: the width a notebook shows a figure at
+READING_QUALITY = 65  # JPEG quality of the displayed copy; the file on disk keeps its own
 
 
 def reading_copy(path, width: int = READING_WIDTH, quality: int = READING_QUALITY) -> bytes:
