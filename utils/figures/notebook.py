@@ -1,8 +1,9 @@
 """Keeping the executed notebook light: no widget state, no widget or progress-bar outputs, no machine paths.
 
 ``python -m utils.figures.notebook pullbacks.ipynb`` cleans a notebook in place after ``nbconvert
---execute`` (``make figures`` runs it) and fails, naming the cells, if an output still shows a path of this
-machine (the repository's absolute path or the home folder).
+--execute`` (``make figures`` runs it) and warns, naming the cells, if an output still shows a path of this
+machine (the repository's absolute path or the home folder): such a notebook should not be committed
+(tests/figures/test_notebook_outputs.py checks the committed one).
 """
 from __future__ import annotations
 
@@ -47,8 +48,9 @@ def main(argv=None) -> int:
     print(f"{args.notebook}: {args.notebook.stat().st_size:,} bytes; {dropped} widget outputs dropped")
     leaking = machine_paths(notebook)
     if leaking:
-        print(f"outputs of cells {leaking} show a path of this machine", file=sys.stderr)
-    return 1 if leaking else 0
+        print(f"warning: outputs of cells {leaking} show a path of this machine; do not commit them as they are",
+              file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
