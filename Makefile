@@ -11,14 +11,17 @@
 #   make alignment-over-training  its measures on training checkpoints (data/checkpoints/seed0, seed1;
 #                   other runs: RUNS="--run NAME ARCH FOLDER --run ...")
 #   make benchmark  time and memory of the pullback against a plain input gradient
+#   make app        the explorer as a web page of its own (Voilà on http://127.0.0.1:APP_PORT/, default 8866;
+#                   it starts on the bundled model, PULLBACK_DEVICE picks the device)
 # IMAGENETTE_ROOT: a folder with train/<wnid>/ and val/<wnid>/; with it set, `make test` also runs the tests
 # that read the full dataset.
 
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
+APP_PORT ?= 8866
 
-.PHONY: figures test evaluate study alignment alignment-control alignment-over-training benchmark install install-test clean
+.PHONY: app figures test evaluate study alignment alignment-control alignment-over-training benchmark install install-test clean
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
@@ -63,6 +66,12 @@ alignment-over-training: install
 
 benchmark: install
 	$(PY) benchmarks/overhead.py
+
+# Localhost only; each browser tab gets its own kernel. The repo goes on PYTHONPATH because Voilà starts the
+# kernel in app/.
+app: install
+	@echo "The explorer: http://127.0.0.1:$(APP_PORT)/ (first page load takes a few seconds; Ctrl-C stops it)"
+	PYTHONPATH=$(CURDIR) $(PY) -m voila app/explorer.ipynb --no-browser --port=$(APP_PORT) --Voila.ip=127.0.0.1
 
 clean:
 	rm -rf $(VENV) data/test-media $(TEST_MEDIA)

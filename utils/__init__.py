@@ -6,7 +6,8 @@ from .core.settings import Settings, make_settings
 from .core.gates import GATES, soft_gate
 from .models.zoo import Classifier, Normalize, PretrainedUnavailableError, load_model, paper_targets
 from .core.pullback import excitation_pullback, vanilla_gradient
-from .core.surrogates import SoftGateReLU, SoftMaxPool2d, softmax_pool2d
+from .core.pooling import SoftMaxPool2d, softmax_pool2d
+from .core.surrogates import SoftGateReLU
 
 
 def __getattr__(name):  # Captum and ipywidgets are imported only when what needs them is asked for

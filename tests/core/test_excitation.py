@@ -12,7 +12,7 @@ from zoo import ZOO, make_zoo
 from utils import (SoftMaxPool2d, UnsupportedNonlinearityError, excitation_pullback, soft_backward,
                    softmax_pool2d, vanilla_gradient)
 from utils.core.gates import GATES
-from utils.core.surrogates import softmax_pool2d_backward
+from utils.core.pooling import softmax_pool2d_backward
 
 T = 0.3
 

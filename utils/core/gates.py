@@ -30,8 +30,8 @@ def is_sigmoid(gate: Gate) -> bool:
 
 
 def normal_cdf_gate(u: torch.Tensor) -> torch.Tensor:
-    """Standard normal CDF ``Phi(u) = (1 + erf(u / sqrt 2)) / 2``."""
-    return 0.5 * (1.0 + torch.erf(u * (1.0 / math.sqrt(2.0))))
+    """Standard normal CDF ``Phi(u) = (1 + erf(u / sqrt 2)) / 2`` (one fused kernel, ``torch.special.ndtr``)."""
+    return torch.special.ndtr(u)
 
 
 def softsign_gate(u: torch.Tensor) -> torch.Tensor:

@@ -33,8 +33,10 @@ from torch.nn.modules.utils import _pair
 
 from . import interception as calls
 from .gates import Gate, check_temperature, get_gate, normal_cdf_gate, sigmoid_gate
-from .surrogates import (HeldLayerNorm, SoftGate, SoftGateReLU, SoftGateReLUAfterBatchNorm, SoftMaxPool2d,
-                         StraightThrough, flush_tiny_, gate_of_scaled_)
+from .policy import policy_for
+from .pooling import SoftMaxPool2d
+from .surrogates import (HeldLayerNorm, SoftGate, SoftGateReLU, SoftGateReLUAfterBatchNorm, StraightThrough,
+                         flush_tiny_, gate_of_scaled_)
 
 POOL_VARIANTS = ("soft", "detached", "hard")
 
@@ -59,9 +61,10 @@ class Rule:
 
 
 def scaled_gate(gate: Gate, temperature: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``z -> gate(z / T)`` as a fresh tensor, tiny gates flushed to 0 (see :func:`surrogates.flush_tiny_`)."""
+    """``z -> gate(z / T)`` as a fresh tensor, tiny gates flushed to 0 where the device's policy says so (see
+    :func:`surrogates.flush_tiny_`)."""
     inv_t = 1.0 / temperature
-    return lambda z: gate_of_scaled_(z * inv_t, gate)
+    return lambda z: gate_of_scaled_(z * inv_t, gate, policy_for(z.device).flush_subnormals)
 
 
 class ReLURule(Rule):

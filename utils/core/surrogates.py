@@ -15,9 +15,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch.nn.modules.utils import _pair
 
 from .gates import Gate, is_sigmoid
+from .policy import policy_for
 
 
 def flush_tiny_(w: torch.Tensor) -> torch.Tensor:
@@ -64,27 +64,33 @@ def _zero_tiny_sigmoids_(u: torch.Tensor) -> torch.Tensor:
     return F.threshold_(u, _log_flush_cutoff(u.dtype), -math.inf)
 
 
-def gate_of_scaled_(u: torch.Tensor, gate: Gate) -> torch.Tensor:
-    """``gate(u)`` for a fresh tensor ``u`` we own, tiny gates set to 0 (:func:`flush_tiny_`); computed in place
-    when the gate is the sigmoid: on CPU a new activation-sized tensor costs more than the elementwise work.
+def gate_of_scaled_(u: torch.Tensor, gate: Gate, flush: bool = True) -> torch.Tensor:
+    """``gate(u)`` for a fresh tensor ``u`` we own; with ``flush``, tiny gates set to 0 (:func:`flush_tiny_`).
+    Computed in place when the gate is the sigmoid: on CPU a new activation-sized tensor costs more than the
+    elementwise work.
 
-    For the sigmoid, ``u`` is also clamped at 40, which changes no gate but keeps ``exp(-u)`` off subnormals, which
-    made the sigmoid several times slower for pre-activations of many temperatures."""
+    With ``flush`` the sigmoid's ``u`` is also clamped at 40, which changes no gate but keeps ``exp(-u)`` off
+    subnormals, which made the CPU's sigmoid several times slower for pre-activations of many temperatures."""
     if is_sigmoid(gate):
-        return _zero_tiny_sigmoids_(u).clamp_max_(_SIGMOID_IS_ONE).sigmoid_()
-    return flush_tiny_(gate(u).clone())
+        if flush:
+            _zero_tiny_sigmoids_(u).clamp_max_(_SIGMOID_IS_ONE)
+        return u.sigmoid_()
+    g = gate(u).clone()
+    return flush_tiny_(g) if flush else g
 
 
-def gate_times_(u: torch.Tensor, gate: Gate, grad: torch.Tensor) -> torch.Tensor:
-    """``gate(u) * grad``, written into ``u`` (a fresh tensor we own, shaped like ``grad``); the gate as in
+def gate_times_(u: torch.Tensor, gate: Gate, grad: torch.Tensor, beta: float = 1.0, flush: bool = True) -> torch.Tensor:
+    """``gate(beta u) * grad``, written into ``u`` (a fresh tensor we own, shaped like ``grad``); the gate as in
     :func:`gate_of_scaled_`.
 
-    For the sigmoid this is one pass of aten's ``softplus_backward`` (the sigmoid is softplus' derivative), which
-    returns ``grad`` itself where ``u > 40``: three elementwise passes fewer than gate, then product."""
+    For the sigmoid this is one pass of aten's ``softplus_backward`` (the sigmoid of ``beta u`` is the derivative of
+    softplus with that beta), which returns ``grad`` itself where ``beta u > 40``: three elementwise passes fewer
+    than scaling, gate, then product."""
     if is_sigmoid(gate):
-        return torch.ops.aten.softplus_backward.grad_input(grad, _zero_tiny_sigmoids_(u), 1.0, _SIGMOID_IS_ONE,
-                                                           grad_input=u)
-    return gate_of_scaled_(u, gate).mul_(grad)
+        if flush:  # gates below ~sqrt(tiny), i.e. beta u <= log(sqrt(tiny)), exactly 0
+            F.threshold_(u, _log_flush_cutoff(u.dtype) / beta, -math.inf)
+        return torch.ops.aten.softplus_backward.grad_input(grad, u, beta, _SIGMOID_IS_ONE, grad_input=u)
+    return gate_of_scaled_(u.mul_(beta) if beta != 1.0 else u, gate, flush).mul_(grad)
 
 
 def _relu(ctx, z: torch.Tensor, inplace: bool) -> torch.Tensor:
@@ -98,13 +104,15 @@ def _relu(ctx, z: torch.Tensor, inplace: bool) -> torch.Tensor:
 class SoftGateReLU(torch.autograd.Function):
     """``relu(z)`` whose backward multiplies by ``gate(z / T)`` instead of ``1[z > 0]``.
 
-    The gate is evaluated in the forward pass and saved instead of z: the same memory as saving z,
-    and an in-place ReLU then needs no copy of its pre-activation.
+    The gate is evaluated in the forward pass and saved instead of z: the same memory as saving z, and an in-place
+    ReLU then needs no copy of its pre-activation. Tiny gates are flushed to 0 where the device's policy says so
+    (:mod:`utils.core.policy`).
     """
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, temperature: float, gate: Gate, inplace: bool):
-        ctx.save_for_backward(gate_of_scaled_(z * (1.0 / temperature), gate))
+        flush = policy_for(z.device).flush_subnormals
+        ctx.save_for_backward(gate_of_scaled_(z * (1.0 / temperature), gate, flush))
         return _relu(ctx, z, inplace)
 
     @staticmethod
@@ -119,9 +127,10 @@ class SoftGateReLUAfterBatchNorm(torch.autograd.Function):
 
     The batch norm's own backward already keeps its input ``c``, its statistics and affine parameters persist
     anyway, and a residual addend is usually the block input, which the next convolution keeps. Saving
-    references to them and recomputing ``z / T`` in the backward pass (the same kernels on the same tensors, the
-    1 / T folded into the batch norm's affine map) gives the same gate, up to rounding in the last bit, without the
-    activation-sized tensor :class:`SoftGateReLU` keeps per call.
+    references to them and recomputing ``z`` in the backward pass (the same batch norm on the same tensors) gives
+    the same gate, up to rounding in the last bit, without the activation-sized tensor :class:`SoftGateReLU` keeps
+    per call; the 1 / T goes into the fused gate-times-gradient (:func:`gate_times_`), so the backward is two or
+    three tensor operations, however large the batch.
     Saved tensors are version-checked by autograd: an in-place change to any of them raises, never misleads.
     """
 
@@ -130,170 +139,17 @@ class SoftGateReLUAfterBatchNorm(torch.autograd.Function):
                 inplace: bool, *addends):
         ctx.save_for_backward(c, running_mean, running_var, weight, bias, *addends)
         ctx.eps, ctx.temperature, ctx.gate = eps, temperature, gate
+        ctx.flush = policy_for(z.device).flush_subnormals
         return _relu(ctx, z, inplace)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         c, running_mean, running_var, weight, bias, *addends = ctx.saved_tensors
-        # u = z / T straight from the batch norm with its affine map scaled by 1 / T: one pass fewer than
-        # scaling z afterwards (u may differ from z * (1 / T) in the last bit).
-        inv_t = 1.0 / ctx.temperature
-        weight = weight * inv_t if weight is not None else torch.full_like(running_var, inv_t)
-        u = F.batch_norm(c, running_mean, running_var, weight, None if bias is None else bias * inv_t,
-                         False, 0.0, ctx.eps)
+        z = torch.ops.aten._native_batch_norm_legit_no_training(c, weight, bias, running_mean, running_var, 0.0,
+                                                                ctx.eps)[0]
         for a in addends:
-            u.add_(a, alpha=inv_t)
-        return gate_times_(u, ctx.gate, grad_out), *(None,) * (9 + len(addends))
-
-
-def pool_geometry(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool):
-    """Output length and (left, right) padding that make the windows tile exactly, as max_pool2d counts them.
-
-    A negative right padding crops trailing inputs that no window reaches.
-    """
-    span = dilation * (kernel - 1) + 1
-    numerator = size + 2 * padding - span + (stride - 1 if ceil_mode else 0)
-    out = numerator // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1  # the last window must start inside the input or the left padding
-    needed = (out - 1) * stride + span
-    return out, padding, needed - size - padding
-
-
-def pad_for_windows(x: torch.Tensor, kernel_size, stride, padding, dilation, ceil_mode):
-    """Pad ``x`` (N, C, H, W) so that max-pool windows tile it exactly; returns ``(padded, geometry)``.
-
-    Padded slots hold a huge negative finite value: their softmax weight underflows to exactly 0
-    and, unlike -inf, ``value * 0`` stays 0 (padding never wins a window, as in max_pool2d).
-    """
-    k, s, p, d = _pair(kernel_size), _pair(stride if stride else kernel_size), _pair(padding), _pair(dilation)
-    h, w = x.shape[-2:]
-    out_h, top, bottom = pool_geometry(h, k[0], s[0], p[0], d[0], ceil_mode)
-    out_w, left, right = pool_geometry(w, k[1], s[1], p[1], d[1], ceil_mode)
-    geometry = dict(pads=(left, right, top, bottom), kernel=k, stride=s, dilation=d, out=(out_h, out_w))
-    return F.pad(x, geometry["pads"], value=-0.25 * torch.finfo(x.dtype).max), geometry
-
-
-def window_slots(geometry):
-    """For each window slot (a, b), the index that picks that slot of every window from the padded grid."""
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = geometry["kernel"], geometry["stride"], geometry["dilation"], geometry["out"]
-    return [(..., slice(a * dh, a * dh + (oh - 1) * sh + 1, sh), slice(b * dw, b * dw + (ow - 1) * sw + 1, sw))
-            for a in range(kh) for b in range(kw)]
-
-
-def crop_padding(grid: torch.Tensor, geometry) -> torch.Tensor:
-    """Inverse of :func:`pad_for_windows`: the unpadded part of ``grid``, zeros where it cropped."""
-    left, right, top, bottom = geometry["pads"]
-    return F.pad(grid, (-left, -right, -top, -bottom))
-
-
-def softmax_pool2d(x: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-                   temperature: float = 0.3) -> torch.Tensor:
-    """The softmax pool ``sum_i x_i softmax(x / T)_i`` over max-pool windows; differentiable.
-
-    Same windows as ``F.max_pool2d`` with the same arguments (padded slots take no weight); input
-    (N, C, H, W), output (N, C, H_out, W_out). Tends to the max pool as T -> 0 and to the mean of
-    each window as T -> inf.
-    """
-    padded, geometry = pad_for_windows(x, kernel_size, stride, padding, dilation, ceil_mode)
-    windows = torch.stack([padded[index] for index in window_slots(geometry)])
-    return (windows * torch.softmax(windows / temperature, dim=0)).sum(0)
-
-
-class SoftMaxPool2d(torch.autograd.Function):
-    """``F.max_pool2d`` whose backward is the softmax pool's gradient at temperature T."""
-
-    @staticmethod
-    def forward(ctx, x, temperature, kernel_size, stride, padding, dilation, ceil_mode, detached: bool = False):
-        out = F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
-        ctx.save_for_backward(x, out)
-        ctx.temperature, ctx.detached = temperature, detached
-        ctx.pool = (kernel_size, stride, padding, dilation, ceil_mode)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, hard = ctx.saved_tensors
-        grad = softmax_pool2d_backward(x, hard, grad_out, ctx.pool, ctx.temperature, detached=ctx.detached)
-        return grad, None, None, None, None, None, None, None
-
-
-def softmax_pool2d_backward(x, hard, grad_out, pool, temperature: float, chunk: int = 2 ** 20,
-                            detached: bool = False) -> torch.Tensor:
-    """Gradient w.r.t. ``x`` (N, C, H, W) or (C, H, W) of the softmax pool, given the hard max pool ``hard`` of ``x``
-    and the gradient ``grad_out`` w.r.t. the pool's output (both (..., H_out, W_out)); ``pool`` = (kernel_size,
-    stride, padding, dilation, ceil_mode) as for ``F.max_pool2d``.
-
-    d/dx_k sum_j x_j s_j = s_k (1 + (x_k - p) / T), with p = sum_j x_j s_j the soft pool and s_k = e_k / Z its
-    weights, e_k = exp((x_k - max) / T) stabilised by the window max the forward pass found; x_k - p is formed as
-    (x_k - max) - (p - max): at small T, x_k / T - p / T would cancel catastrophically.
-
-    With ``detached``, the softmax weights are held constant (the follow-up paper's variant): the gradient is
-    ``s_k`` times the incoming one, without the ``(1 + (x_k - p) / T)`` factor.
-
-    Runs over a few (sample, channel) planes at a time, about ``chunk`` window slots each, so that temporaries are
-    small: reused memory rather than fresh pages (page faults on fresh memory made the unchunked backward up to
-    twice as slow on CPU), and in cache.
-    """
-    (h, w), (oh, ow) = x.shape[-2:], hard.shape[-2:]
-    kh, kw = _pair(pool[0])
-    planes, hard, grad_out = x.reshape(-1, 1, h, w), hard.reshape(-1, 1, oh, ow), grad_out.reshape(-1, 1, oh, ow)
-    grad = torch.empty_like(planes)
-    step = max(1, chunk // max(1, kh * kw * oh * ow))
-    for i in range(0, planes.shape[0], step):
-        _softmax_pool2d_backward_planes(planes[i:i + step], hard[i:i + step], grad_out[i:i + step], pool,
-                                        temperature, out=grad[i:i + step], detached=detached)
-    return grad.view(x.shape)
-
-
-def _softmax_pool2d_backward_planes(x, hard, grad_out, pool, temperature: float, out: torch.Tensor,
-                                    detached: bool = False) -> None:
-    """:func:`softmax_pool2d_backward` for a (P, 1, H, W) stack of planes, all at once, written into ``out``.
-
-    The window slots are gathered into one slot-major tensor (k*k, P, 1, H_out, W_out), so that everything between
-    the gather and the scatter back runs over contiguous memory: strided views of the input, with a window of 2 as
-    the innermost stride, made each elementwise pass several times slower on CPU.
-    """
-    inv_t = 1.0 / temperature
-    kernel, stride, padding, dilation = _pair(pool[0]), _pair(pool[1] or pool[0]), _pair(pool[2]), _pair(pool[3])
-    (kh, kw), (oh, ow) = kernel, hard.shape[-2:]
-    d = x.new_empty((kh * kw, *hard.shape))  # x_k - max, slot by slot
-    tiles = (stride == kernel and padding == (0, 0) and dilation == (1, 1)
-             and oh * kh <= x.shape[-2] and ow * kw <= x.shape[-1])
-    if tiles:  # windows tile the input (VGG's pools): one permuted view gathers every slot at once
-        torch.sub(_tiles(x, kernel, (oh, ow)).permute(3, 5, 0, 1, 2, 4), hard, out=d.view(kh, kw, *hard.shape))
-    else:
-        padded, geometry = pad_for_windows(x, *pool)
-        slots = window_slots(geometry)
-        for k, index in enumerate(slots):
-            torch.sub(padded[index], hard, out=d[k])
-
-    e = exp_flushed_(torch.mul(d, inv_t))
-    total = e.sum(0)
-    if not detached:
-        shift = torch.zeros_like(hard)
-        for d_k, e_k in zip(d, e):  # slot by slot: no slot-major product tensor
-            shift.addcmul_(d_k, e_k)
-        d.sub_(shift.div_(total))  # x_k - p
-        e.addcmul_(d, e, value=inv_t)  # e_k (1 + (x_k - p) / T)
-    scale = grad_out / total
-
-    if tiles:  # scatter back through the same view
-        if oh * kh < x.shape[-2] or ow * kw < x.shape[-1]:
-            out.zero_()  # rows or columns no window reaches get no gradient
-        torch.mul(e.view(kh, kw, *hard.shape).permute(2, 3, 4, 0, 5, 1), scale.unsqueeze(-1).unsqueeze(-3),
-                  out=_tiles(out, kernel, (oh, ow)))
-    else:
-        grid = torch.zeros_like(padded)
-        for k, index in enumerate(slots):
-            grid[index].addcmul_(e[k], scale)
-        out.copy_(crop_padding(grid, geometry))
-
-
-def _tiles(t: torch.Tensor, kernel, out_size) -> torch.Tensor:
-    """View of ``t`` (P, 1, H, W) as (P, 1, H_out, kh, W_out, kw): window (i, j), slot (a, b) at [..., i, a, j, b]."""
-    (kh, kw), (oh, ow) = kernel, out_size
-    return t[..., :oh * kh, :ow * kw].unflatten(-1, (ow, kw)).unflatten(-3, (oh, kh))
+            z.add_(a)
+        return gate_times_(z, ctx.gate, grad_out, 1.0 / ctx.temperature, ctx.flush), *(None,) * (9 + len(addends))
 
 
 class SoftGate(torch.autograd.Function):
