@@ -1,7 +1,9 @@
 # Entry points; each creates .venv and installs what it needs into it on first use.
-#   make figures    regenerate every figure: execute pullbacks.ipynb in place, writing media/ (the paper's models
-#                   when their weights download, else the bundled model; offline it uses data/examples/)
-#   make test       the test suite and the notebook under nbval (bundled model; no data or network needed)
+#   make figures    regenerate every figure: execute pullbacks.ipynb in place (it rewrites the tracked notebook and
+#                   media/; the paper's models when their weights download, else the model trained here; offline
+#                   it uses data/examples/)
+#   make test       the test suite and the notebook under nbval (bundled model; never downloads: PULLBACK_DOWNLOAD=0;
+#                   the notebook's figures go to a folder outside the clone, TEST_MEDIA)
 #   make evaluate   the faithfulness evaluation (needs the full Imagenette: IMAGENETTE_ROOT), resumable
 #   make study      the path-stability study (needs IMAGENETTE_ROOT and training checkpoints), resumable
 #   make alignment  the alignment study across the bundled models (needs IMAGENETTE_ROOT), resumable
@@ -34,13 +36,18 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
 
-# Progress bars are left out of the committed outputs (they would show as static widgets).
+# Progress bars and widget state are left out of the committed outputs (they would show as static widgets).
 figures: install
-	TQDM_DISABLE=1 $(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 pullbacks.ipynb
+	TQDM_DISABLE=1 $(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 \
+	--ExecutePreprocessor.store_widget_state=False pullbacks.ipynb
+	$(PY) -m utils.figures.notebook pullbacks.ipynb
+
+# The figures go outside the clone, as a user's PULLBACK_MEDIA may: every printed path must cope with that.
+TEST_MEDIA ?= $(or $(TMPDIR),/tmp)/pullbacks-test-media
 
 test: install-test
-	PULLBACK_MODELS=$${PULLBACK_MODELS:-bundled} PULLBACK_MEDIA=$${PULLBACK_MEDIA:-$(CURDIR)/data/test-media} TQDM_DISABLE=1 \
-	$(PY) -m pytest tests --nbval-lax --nbval-current-env pullbacks.ipynb
+	PULLBACK_MODELS=$${PULLBACK_MODELS:-bundled} PULLBACK_MEDIA=$${PULLBACK_MEDIA:-$(TEST_MEDIA)} PULLBACK_DOWNLOAD=0 \
+	TQDM_DISABLE=1 $(PY) -m pytest tests --nbval-lax --nbval-current-env pullbacks.ipynb
 
 evaluate: install
 	$(PY) -m utils.experiments.faithfulness
@@ -67,4 +74,4 @@ app: install
 	PYTHONPATH=$(CURDIR) $(PY) -m voila app/explorer.ipynb --no-browser --port=$(APP_PORT) --Voila.ip=127.0.0.1
 
 clean:
-	rm -rf $(VENV) data/test-media
+	rm -rf $(VENV) data/test-media $(TEST_MEDIA)

@@ -29,6 +29,15 @@ def paper_architectures():
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread: small batches gain nothing from two, and lose much on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def data_root():
     root = data_root_from_env()
     if root is None or not (root / "val").is_dir():

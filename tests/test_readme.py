@@ -26,13 +26,7 @@ def examples(tmp_path, monkeypatch):
     return root
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine two threads are several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: on a busy 2-core machine, faster
 
 
 def run(block: str) -> dict:
@@ -59,3 +53,26 @@ def test_own_model_block_runs_as_written(capsys, monkeypatch):
     ns = run(block)
     assert ns["field"].shape == ns["x"].shape == (2, 3, 224, 224)
     torch.testing.assert_close(ns["x"].grad, ns["field"])
+
+
+def results_sections() -> dict[str, str]:
+    """The README's ``### study`` summaries under ``## Results``, keyed by the study whose page each links."""
+    text = (REPO / "README.md").read_text().split("\n## Results\n", 1)[1].split("\n## ", 1)[0]
+    sections = {}
+    for part in text.split("\n### ")[1:]:
+        linked = re.findall(r"\(results/(\w+)/README\.md\)", part)
+        assert len(linked) == 1, f"each summary links one study page: {part.splitlines()[0]}"
+        sections[linked[0]] = part
+    return sections
+
+
+def test_results_summary_quotes_only_numbers_from_the_study_pages():
+    """A number in a study's summary that its generated page does not show is stale or invented."""
+    sections = results_sections()
+    assert set(sections) == {"faithfulness", "stability", "alignment"}
+    for study, summary in sections.items():
+        page = (REPO / "results" / study / "README.md").read_text()
+        numbers = re.findall(r"[+-]?\d+\.\d+%?", summary)
+        assert numbers, study
+        missing = [n for n in numbers if n not in page]
+        assert not missing, f"results/{study}/README.md does not show {missing}"

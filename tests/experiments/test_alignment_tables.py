@@ -1,9 +1,8 @@
-"""Markdown tables of the alignment study, from hand-made summary and paired rows (strings, as read from CSV),
-and the README's copy of them."""
-from utils.experiments.alignment import load_results, paired_with_control
-from utils.experiments.alignment.tables import (AUTHORS_FOCUS, AUTHORS_FOCUS_LABEL, comparison_table, control_table,
+"""Markdown tables of the alignment study, from hand-made summary and paired rows (strings, as read from CSV).
+The study's page shows them for the committed results (tests/experiments/test_pages.py)."""
+from utils.experiments.alignment import paired_with_control
+from utils.experiments.alignment.tables import (comparison_table, control_table,
                                                  focus_table, similarity_table, tally_table)
-from utils.paths import REPO, RESULTS
 
 
 def row(measure, model, other, method, temperature, mean, low, high):
@@ -51,19 +50,6 @@ def test_focus_table_has_a_row_per_method_a_column_per_model_and_the_reference_l
     assert lines[2] == "| pullback | 0.500 [0.375, 0.625] | 0.250 [0.125, 0.375] | 0.748 |"
     assert lines[3] == "| gradcam | 0.750 [0.625, 0.875] | – | – |"
     assert len(lines) == 4 and focus_table(summary).splitlines()[0] == "| method | a | b |"
-
-
-def test_readme_shows_the_tables_of_the_committed_results():
-    """The README's alignment tables are these functions applied to results/alignment/, character for character."""
-    study = load_results(RESULTS / "alignment")
-    readme = (REPO / "README.md").read_text()
-    for table in (similarity_table(study["summary"]), comparison_table(study["summary"], study["paired"]),
-                  focus_table(study["summary"], AUTHORS_FOCUS, AUTHORS_FOCUS_LABEL),
-                  control_table(load_results(RESULTS / "alignment" / "control")["summary"]),
-                  focus_table(load_results(RESULTS / "alignment" / "T1")["summary"]),
-                  tally_table({"T = 0.3": paired_with_control(RESULTS / "alignment"),
-                               "T = 1": paired_with_control(RESULTS / "alignment" / "T1")})):
-        assert table in readme, table.splitlines()[0]
 
 
 def test_control_table_puts_the_three_agreements_of_a_pair_on_one_line_and_the_own_cosines_below():

@@ -8,7 +8,6 @@ import os
 import time
 from urllib.parse import urlparse
 
-import pytest
 import torch
 import torch.hub
 import torchvision
@@ -32,15 +31,6 @@ def seed_torch_home(torch_home) -> dict[str, dict]:
         torch.save(state, checkpoints / os.path.basename(urlparse(weights.url).path))
         saved[name] = state
     return saved
-
-
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: these tiny batches gain nothing from two, and lose much on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_paper_models_and_figures_offline(tmp_path, monkeypatch, examples, one_thread):

@@ -176,3 +176,30 @@ def temperature_sweep(model: Classifier, images: torch.Tensor, targets: Sequence
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+# The paper's figures that ascent_figures writes: (figure, method, kind, steps, what it shows).
+PAPER_FIGURES = (("Figure 1", "pullback", "diff", 5, "5-step perturbations along the excitation pullback"),
+                 ("Figure 2", "gradient", "diff", 1, "one-step perturbations along the vanilla gradient"),
+                 ("Figure 2", "pullback", "diff", 1, "one-step perturbations along the excitation pullback"),
+                 ("Figure 3", "pullback", "image", 10, "images after 10 steps of ascent along the excitation pullback"),
+                 ("Figure 4", "gradient", "image", 10, "images after 10 steps of ascent along the vanilla gradient"))
+PAPER_MODEL_NOTE = {"Figure 1": "ResNet50"}  # the other figures show all three of the paper's models
+
+
+def paper_figures(out_dir, model_name: str, steps=(1, 5, 10), alpha: float = 20.0,
+                  temperature: float = PAPER_TEMPERATURE) -> list[tuple[str, Path]]:
+    """``(caption, path)`` of each figure of the paper among those :func:`ascent_figures` wrote for one model.
+
+    A figure whose step count is not in ``steps`` is left out. The caption names the paper's figure, what
+    it shows and the paper's models; the weights in use belong in the caller's caption (they depend on
+    the loaded model, see :func:`utils.figures.show.weights_note`).
+    """
+    figures = []
+    for figure, method, kind, k, what in PAPER_FIGURES:
+        if k in steps:
+            models = PAPER_MODEL_NOTE.get(figure, "ResNet50, VGG11_BN, DenseNet121")
+            caption = f"{figure} of the paper ({models} there): {what}" + (
+                f", T = {temperature:g}" if method == "pullback" else "")
+            figures.append((caption, figure_path(out_dir, method, kind, model_name, alpha, k, temperature)))
+    return figures
