@@ -137,14 +137,14 @@ def run_parts(prepare: Callable[[torch.device, int], Job], merge: Callable[[Path
     """
     rank, world, device = distributed()
     job = prepare(device, rank)
-    lock = WriterLock(job.out, run_id(job.identity) if rank == 0 else "")
-    with lock if rank == 0 else contextlib.nullcontext():
+    lock = WriterLock(job.out, run_id(job.identity)) if rank == 0 else None
+    with lock or contextlib.nullcontext():
         if rank == 0:
             check_identity(job.out, job.identity)
         if world > 1:
             dist.barrier()
-        if rank:
-            lock.holder["run"] = (read_lock(lock.path) or {}).get("run", "")
+        if lock is None:  # another rank of this torchrun job: rank 0 holds the lock, which names the run
+            lock = WriterLock(job.out, (read_lock(job.out / WriterLock.NAME) or {}).get("run", ""))
         _compute_parts(job, lock, rank, world, device, label, progress)
         if world > 1:
             dist.barrier()
@@ -170,7 +170,8 @@ def _compute_parts(job: Job, lock: WriterLock, rank: int, world: int, device, la
             rows = job.compute(part, device)
             lock.check(token=rank == 0)
             save_csv_part(part_path(job, part), rows, run, part.items)
-            append_line(job.out / f"timing_rank{rank}.csv", f"{part.tag or part.name},{time.perf_counter() - began:.1f}")
+            seconds = time.perf_counter() - began
+            append_line(job.out / f"timing_rank{rank}.csv", f"{part.tag or part.name},{seconds:.1f}")
             bar.update()
 
 

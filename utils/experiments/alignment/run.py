@@ -276,7 +276,8 @@ class _AlignmentJob:
         targets = torch.tensor([[self.picks[i][2] for i in q] for q in quads], device=device)
         rows = mosaic_scores(self.models, images, targets, s)
         samples = [{"image": self.picks[i][0], "file": f"mosaic{m:03d}/{Path(self.picks[i][1]).name}",
-                    "label": self.picks[i][2], "target": self.picks[i][2]} for m, q in zip(part.items, quads) for i in q]
+                    "label": self.picks[i][2], "target": self.picks[i][2]}  # a quadrant's target is its class
+                   for m, q in zip(part.items, quads) for i in q]
         return labelled(rows, samples, COLUMNS)
 
 

@@ -140,8 +140,8 @@ def batch_scores(model, images: torch.Tensor, targets: torch.Tensor, settings: F
                                              budget=settings.budget).items():
         add(method, "deletion_auc", curves["deletion_auc"])
         add(method, "insertion_auc", curves["insertion_auc"])
-    correlations = faithfulness_correlation(model, images, targets, relevance, generator, runs=settings.correlation_runs,
-                                            patches=PATCHES, patch=PATCH)
+    correlations = faithfulness_correlation(model, images, targets, relevance, generator,
+                                            runs=settings.correlation_runs, patches=PATCHES, patch=PATCH)
     for method, values in correlations.items():
         add(method, "faithfulness_correlation", values)
     for method, a in attributions.items():
