@@ -10,7 +10,7 @@ from utils import excitation_pullback, vanilla_gradient
 from utils.data.imagenette import IMAGENETTE_CLASSES
 from utils.experiments.alignment.control import ControlSettings, control_rows, mismatched, run
 from utils.experiments.alignment.run import SIX
-from utils.experiments.faithfulness.run import evaluation_images
+from utils.experiments.runner import evaluation_images
 from utils.experiments.records import read_csv
 from utils.models.nets import PlainNet, PoolResNet
 from utils.models.zoo import Classifier

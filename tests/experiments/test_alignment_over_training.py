@@ -14,7 +14,7 @@ import utils.experiments.alignment.over_training as curve
 from utils.data.imagenette import data_root_from_env
 from utils.experiments.alignment.over_training import CURVE_COLUMNS, CurveSettings, curve_sentences, curve_table, run
 from utils.experiments.alignment.run import SIX
-from utils.experiments.faithfulness.run import evaluation_images
+from utils.experiments.runner import evaluation_images
 from utils.experiments.records import RunMismatchError, read_csv
 from utils.experiments.training.checkpoints import save_checkpoint
 from utils.models.nets import ARCHITECTURES, PlainNet

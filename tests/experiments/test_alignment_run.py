@@ -12,8 +12,8 @@ import torch
 import utils.experiments.alignment.run as study
 from utils.data.imagenette import IMAGENETTE_CLASSES, data_root_from_env
 from utils.experiments.alignment import headline, verdicts
-from utils.experiments.alignment.run import SIX, SMOKE, Settings, main, run
-from utils.experiments.faithfulness.run import evaluation_images
+from utils.experiments.alignment.run import SIX, SMOKE, AlignmentSettings as Settings, main, run
+from utils.experiments.runner import evaluation_images
 from utils.experiments.records import DamagedPartWarning, RunMismatchError, read_csv
 from utils.models.nets import PlainNet, PoolResNet
 from utils.models import zoo

@@ -13,7 +13,8 @@ import torch
 import utils.experiments.faithfulness.run as evaluate
 from utils.data.imagenette import IMAGENETTE_WNIDS, imagenette_files
 from utils.experiments.faithfulness import RANDOMISATION, compare, metric_key, paired_difference, summarise
-from utils.experiments.faithfulness.run import SMOKE, Settings, evaluation_images, run
+from utils.experiments.faithfulness.run import SMOKE, FaithfulnessSettings as Settings, run
+from utils.experiments.runner import evaluation_images
 from utils.experiments.records import DamagedPartWarning, RunMismatchError, read_csv
 from utils.paths import REPO
 
@@ -223,3 +224,15 @@ def test_committed_results_read_without_the_compute_modules():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "rand. top 31/31" in done.stdout and "pullback_x_input" in done.stdout
+
+
+@pytest.mark.parametrize("flags, message", [(["--size", "0"], "size must be at least 41 px"),
+                                            (["--size", "7"], "size must be at least 41 px"),
+                                            (["--budget", "0"], r"budget must be a fraction in \(0, 1\]"),
+                                            (["--infidelity-sigma", "0"], "infidelity_sigma > 0"),
+                                            (["--ig-steps", "0"], "ig_steps must be >= 1")])
+def test_every_setting_is_checked_before_config_is_written(data_root, tmp_path, flags, message):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=message):
+        evaluate.main(["--data", str(data_root), "--out", str(out), "--smoke", *flags])
+    assert not out.exists()  # main wrote config.json first, so the corrected rerun was refused

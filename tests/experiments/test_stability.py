@@ -15,7 +15,7 @@ from conftest import randomize_batchnorm
 from utils.analysis.cross_gating import cross_gating_matrices
 from utils.analysis.overlap import jaccard_matrix
 from utils.data.imagenette import IMAGENETTE_WNIDS, load_image
-from utils.experiments.records import DamagedPartWarning, RunMismatchError, read_csv
+from utils.experiments.records import DamagedPartWarning, ForeignPartWarning, RunMismatchError, read_csv
 from utils.experiments.stability import KERNELS, findings
 from utils.experiments.training.checkpoints import checkpoint_name, load_checkpoint
 from utils.models.nets import PoolResNet
@@ -220,3 +220,16 @@ def test_bad_settings_leave_no_record_and_the_corrected_run_proceeds(setup, base
     assert not (out / "config.json").exists()
     st = _run(setup, out)
     np.testing.assert_array_equal(st["cross"]["hard"]["accuracy"], baseline[2]["cross"]["hard"]["accuracy"])
+
+
+def test_pieces_of_other_settings_are_recomputed_after_config_is_deleted(setup, baseline, tmp_path, monkeypatch):
+    shutil.copytree(baseline[0], tmp_path / "out")
+    (tmp_path / "out" / "config.json").unlink()
+    calls = _count_calls(monkeypatch)
+    with pytest.warns(ForeignPartWarning, match="made by another run"):
+        st = _run(setup, tmp_path / "out", temperature=0.5)
+    # every piece again (main: none, and the soft-gate tables of T = 0.3 under a config saying 0.5):
+    # 3 rows and 2 seed controls cross-gate, the 2 kernel epochs take their kernels
+    assert calls["cross_gating_rows"] == 3 + 2 and calls["excitation_kernels"] == 2
+    assert st["config"]["temperature"] == 0.5
+    assert not np.allclose(st["cross"]["soft"]["pearson"], baseline[2]["cross"]["soft"]["pearson"])

@@ -10,13 +10,15 @@ README; see ``data/README.md`` and :mod:`utils.data.examples`).
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import find_classes, make_dataset
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision.transforms.v2 import functional as TF
 
 from ..paths import DATA
@@ -109,27 +111,43 @@ def imagenette_files(root: str | os.PathLike, split: str = "val") -> list[tuple[
     return make_dataset(str(folder), wnid_to_idx, extensions=".jpeg")
 
 
-def load_image(path: str | os.PathLike, size: int = 224) -> torch.Tensor:
-    """One RGB image as a float tensor in [-1, 1], shape (3, size, size).
+def load_image(source: str | os.PathLike | bytes, size: int = 224) -> torch.Tensor:
+    """One RGB image (a file's path or its bytes) as a float tensor in [-1, 1], shape (3, size, size).
 
-    The shorter side is resized to ``size`` (antialiased) and the centre cropped, as in the
-    ImageNet evaluation transform; the shared 224px copy passes through unchanged at size 224.
+    Decoded by :func:`read_rgb` (upright, 16-bit grey scaled to 8 bits); the shorter side is resized to
+    ``size`` (antialiased) and the centre cropped, as in the ImageNet evaluation transform; the shared 224px
+    copy passes through unchanged at size 224.
     """
-    return to_unit_range(resize_center(read_rgb(path), size))
+    return to_unit_range(resize_center(read_rgb(source), size))
 
 
-def read_rgb(path: str | os.PathLike) -> torch.Tensor:
-    """An image file as uint8 RGB (3, H, W), decoded by Pillow.
+def read_rgb(source: str | os.PathLike | bytes) -> torch.Tensor:
+    """An image file (its path, or its bytes, e.g. an upload) as uint8 RGB (3, H, W), decoded by Pillow.
+
+    The image comes upright, as a photo viewer shows it (its EXIF orientation applied), and a 16-bit grey
+    image (Pillow modes ``I;16*`` and ``I``) is scaled to 8 bits, ``round(v / 257)``, where Pillow's own
+    conversion would clip every value above 255 to white.
 
     Raises:
         OSError: the file is missing, truncated or not an image; the message names the file.
     """
+    raw = isinstance(source, (bytes, bytearray, memoryview))
+    name = f"uploaded image ({len(source)} bytes)" if raw else os.fspath(source)
     try:
-        with Image.open(path) as image:
-            return TF.pil_to_tensor(image.convert("RGB"))
+        with Image.open(io.BytesIO(bytes(source)) if raw else source) as image:
+            return _upright_rgb(image)
     except (OSError, SyntaxError, ValueError) as error:  # PIL raises all three for broken files
         kind = FileNotFoundError if isinstance(error, FileNotFoundError) else OSError
-        raise kind(f"could not read image {os.fspath(path)}: {type(error).__name__}: {error}") from error
+        raise kind(f"could not read image {name}: {type(error).__name__}: {error}") from error
+
+
+def _upright_rgb(image: Image.Image) -> torch.Tensor:
+    """A decoded Pillow image as uint8 RGB (3, H, W): EXIF orientation applied, 16-bit grey rounded to 8 bits."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I"):  # integer grey, e.g. a 16-bit PNG: "I;16", "I;16B", or "I" in older Pillow
+        grey = torch.from_numpy(np.asarray(image).astype(np.int64)).clamp(0, 65535)
+        return ((grey + 128) // 257).to(torch.uint8).expand(3, *grey.shape).contiguous()
+    return TF.pil_to_tensor(image.convert("RGB"))
 
 
 def resize_center(image: torch.Tensor, size: int) -> torch.Tensor:

@@ -16,8 +16,8 @@ k with target ``c = SIX[k % 6]``) this also takes a *mismatched* target ``c' = S
 * ``target_cosine``: per model, cosine between its own fields for ``c`` and ``c'`` (1: the field ignores the
   target).
 
-Checked parts, resuming, the identity in ``config.json`` and torchrun sharding are those of :mod:`.run`;
-rank 0 writes ``scores.csv``, ``summary.csv`` and ``paired.csv`` (pullback minus gradient per image).
+Checked parts, resuming, the identity in ``config.json`` and torchrun sharding are those of every runner
+(:func:`utils.experiments.runner.run_parts`); rank 0 writes ``scores.csv``, ``summary.csv`` and ``paired.csv`` (pullback minus gradient per image).
 
 Cost: four backward passes per image and model, no ascent. 500 images and the three trained models took
 6.6 minutes with two processes on the 2-core CPU here (the sum of each rank's timing file).
@@ -32,26 +32,23 @@ import torch
 
 from ...analysis.alignment import cosine, field
 from ...core.gates import check_temperature
-from ...data.imagenette import load_image, require_imagenette
+from ...data.imagenette import require_imagenette
 from ...paths import RESULTS
-from ..faithfulness.run import _distributed, evaluation_images
-from ..records import check_identity, read_csv
+from ..records import read_csv, state_sha256
+from ..runner import (Part, batches, check_at_least, evaluation_images, labelled, load_images, run_identity,
+                      run_parts, settings_arguments, settings_from_args)
 from .report import format_summary, headline
-from .run import (COLUMNS, FIELD_METHODS, SCHEME, SIX, _Rows, compute_parts, field_key, load_models, logit_targets,
-                  merge, ready_models, run_identity, settings_arguments, settings_from_args)
+from .run import (COLUMNS, FIELD_METHODS, SCHEME, SIX, ModelsAndImages, ScoreRows, field_key, image_samples,
+                  load_models, logit_targets, merge, ready_models, six_targets)
 
 MEASURES = ("agree_field", "agree_field_mismatched", "agree_field_specific", "target_cosine")
 SMOKE = dict(images=4, batch=2, size=64)
 
 
 @dataclasses.dataclass(frozen=True)
-class ControlSettings:
+class ControlSettings(ModelsAndImages):
     """Everything that changes a score; stored in ``<out>/config.json`` and checked when resuming."""
-    models: tuple[str, ...] = ("bundled", "bundled_seed1", "bundled_plain")
-    images: int = 500
-    seed: int = 0
     batch: int = 25
-    size: int = 224
     temperature: float = 0.3
 
 
@@ -66,7 +63,7 @@ def control_rows(models: dict, images: torch.Tensor, targets: torch.Tensor, othe
     (N,) are Imagenette classes, different per image."""
     if bool((targets == others).any()):
         raise ValueError("every mismatched target must differ from the image's target")
-    rows = _Rows()
+    rows = ScoreRows()
     for method in FIELD_METHODS:
         _, column = field_key(method, temperature)
         fields = {name: [field(m, images, logit_targets(m, t), method, temperature) for t in (targets, others)]
@@ -86,61 +83,44 @@ def control_rows(models: dict, images: torch.Tensor, targets: torch.Tensor, othe
 
 @dataclasses.dataclass
 class _ControlJob:
+    """A validated control run: settings, models, the main study's images and one part per batch of them."""
     settings: ControlSettings
     out: Path
+    identity: dict
     models: dict
     picks: list
 
     def __post_init__(self):
-        n, b = len(self.picks), self.settings.batch
-        self.parts = [("batch", range(i, min(i + b, n))) for i in range(0, n, b)]
+        self.parts = [Part(f"batch_{b:04d}", tuple(items)) for b, items in
+                      enumerate(batches(len(self.picks), self.settings.batch))]
 
-    def path(self, p: int) -> Path:
-        return self.out / "parts" / f"batch_{p:04d}.csv"
-
-    def rows(self, p: int) -> int:
-        m = len(self.models)
-        return len(self.parts[p][1]) * len(FIELD_METHODS) * (m + 3 * m * (m - 1) // 2)
-
-    def compute(self, p: int, device) -> list[dict]:
-        items = self.parts[p][1]
-        s = self.settings
-        images = torch.stack([load_image(self.picks[i][1], s.size) for i in items]).to(device)
-        targets = torch.tensor([SIX[i % len(SIX)] for i in items], device=device)
-        rows = control_rows(self.models, images, targets, mismatched(targets, items), s.temperature)
-        for row in rows:
-            i = items[row.pop("row")]
-            row.update(image=self.picks[i][0], file=Path(self.picks[i][1]).name, label=self.picks[i][2],
-                       target=SIX[i % len(SIX)])
-        return [{c: r[c] for c in COLUMNS} for r in rows]
+    def compute(self, part: Part, device) -> list[dict]:
+        images = load_images(self.picks, part.items, self.settings.size, device)
+        targets = six_targets(part.items, device)
+        rows = control_rows(self.models, images, targets, mismatched(targets, part.items), self.settings.temperature)
+        return labelled(rows, image_samples(self.picks, part.items), COLUMNS)
 
 
-def prepare(settings: ControlSettings, data_root, out, device, rank: int = 0, models: dict | None = None):
-    """Validate, pick the images, load the models (or take ``models``), then check or store the identity."""
+def prepare(settings: ControlSettings, data_root, out, device, models: dict | None = None) -> _ControlJob:
+    """Validate, pick the images, load the models (or take ``models``) and build the identity; writes nothing."""
     if models is not None:
         settings = dataclasses.replace(settings, models=tuple(models))
     check_temperature(settings.temperature)
     if len(set(settings.models)) < 2:
         raise ValueError(f"the control compares models: give at least two distinct models, got {settings.models}")
-    for name in ("images", "batch", "size"):
-        if getattr(settings, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(settings, name)}")
+    check_at_least(settings, 1, ("images", "batch", "size"))
     data_root = Path(data_root).resolve()
     picks = evaluation_images(data_root, settings.images, settings.seed)
-    models = ready_models(models or load_models(settings.models, device), device)
-    identity = run_identity(settings, data_root, picks, models, SCHEME + "; mismatched target SIX[(k + 1) % 6]")
-    out = Path(out)
-    if rank == 0:
-        check_identity(out, identity)
-    return _ControlJob(settings, out, models, picks)
+    models = ready_models(models or load_models(settings.models, device), settings.size, device)
+    identity = run_identity(settings, data_root, picks, {n: state_sha256(m) for n, m in models.items()},
+                            targets=SCHEME + "; mismatched target SIX[(k + 1) % 6]")
+    return _ControlJob(settings, Path(out), identity, models, picks)
 
 
 def run(settings: ControlSettings, data_root, out, models: dict | None = None, progress: bool = True):
     """Run (or resume) the control; the summary rows on rank 0, None on other ranks."""
-    rank, world, device = _distributed()
-    job = prepare(settings, data_root, out, device, rank, models)
-    compute_parts(job, "alignment control", rank, world, device, progress)
-    return merge(job) if rank == 0 else None
+    return run_parts(lambda device, rank: prepare(settings, data_root, out, device, models), merge,
+                     "alignment control", progress)
 
 
 def main(argv=None):

@@ -16,7 +16,7 @@ On the training checkpoints (:mod:`utils.experiments.training.checkpoints`) of e
   unordered pair; none with a single run), for the pullback at ``temperature`` and for the gradient.
 
 Images and targets are those of the main study: the first ``images`` (default 100) of the seeded list
-:func:`utils.experiments.faithfulness.run.evaluation_images` (one seeded permutation of the val set cut to
+:func:`utils.experiments.runner.evaluation_images` (one seeded permutation of the val set cut to
 length, so with the same seed they are the first 100 of the main study's 500) with the six-column scheme
 (:data:`.run.SIX`, by position). Rows have the columns of :data:`.run.COLUMNS` plus ``epoch``.
 
@@ -42,16 +42,16 @@ import torch
 from torch import nn
 
 from ...core.gates import check_temperature
-from ...data.imagenette import IMAGENETTE_CLASSES, load_image, require_imagenette
+from ...data.imagenette import IMAGENETTE_CLASSES, require_imagenette
 from ...models.nets import ARCHITECTURES
 from ...models.zoo import Classifier
 from ...paths import RESULTS
-from ..faithfulness.run import _distributed, evaluation_images
-from ..records import check_identity, list_sha256, state_sha256, write_csv
+from ..records import state_sha256, write_csv
+from ..runner import (Part, batches, check_at_least, evaluation_images, labelled, load_images, run_identity,
+                      run_parts, settings_arguments, settings_from_args)
 from ..training.checkpoints import checkpoint_name, default_folder, epoch_tag, load_checkpoint
 from .report import KEY, curve_sentences, curve_table, format_summary, summarise
-from .run import (COLUMNS, SCHEME, SIX, agree_rows, compute_parts, merged_scores, model_fields, pg_rows,
-                  settings_arguments, settings_from_args)
+from .run import COLUMNS, SCHEME, agree_rows, image_samples, model_fields, pg_rows, six_targets
 
 CURVE_COLUMNS = ("epoch", *COLUMNS)
 CURVE_KEY = ("epoch", *KEY)
@@ -88,9 +88,7 @@ def validate(settings: CurveSettings) -> CurveSettings:
         check_temperature(t)
     if s.temperature not in s.temperatures:
         raise ValueError(f"temperature {s.temperature} (of the ascent) must be one of temperatures {s.temperatures}")
-    for name in ("images", "batch", "size", "steps"):
-        if getattr(s, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(s, name)}")
+    check_at_least(s, 1, ("images", "batch", "size", "steps"))
     if s.alpha <= 0 or s.eps <= 0:
         raise ValueError(f"alpha and eps must be > 0, got {s.alpha}, {s.eps}")
     epochs = tuple(float(e) for e in s.epochs)
@@ -137,25 +135,18 @@ def checkpoint_model(path, arch: str, name: str, device="cpu") -> Classifier:
 
 @dataclasses.dataclass
 class _CurveJob:
-    """A validated run: settings, checkpoints, the seeded images and the parts (epoch, image positions)."""
+    """A validated run: settings, checkpoints, the seeded images and the parts (epoch, image batch)."""
     settings: CurveSettings
     out: Path
+    identity: dict | None
     checkpoints: dict
     picks: list
 
     def __post_init__(self):
-        s, n = self.settings, len(self.picks)
-        self.parts = [(epoch, range(i, min(i + s.batch, n))) for epoch in s.epochs for i in range(0, n, s.batch)]
+        s = self.settings
+        self.parts = [Part(f"epoch_{epoch_tag(epoch)}_batch_{b:04d}", tuple(items), epoch) for epoch in s.epochs
+                      for b, items in enumerate(batches(len(self.picks), s.batch))]
         self._epoch, self._models = None, {}
-
-    def path(self, p: int) -> Path:
-        epoch, items = self.parts[p]
-        return self.out / "parts" / f"epoch_{epoch_tag(epoch)}_batch_{items.start // self.settings.batch:04d}.csv"
-
-    def rows(self, p: int) -> int:
-        """Score rows a complete part p holds."""
-        m, k = len(self.settings.runs), len(self.settings.temperatures)
-        return len(self.parts[p][1]) * (m * (k + 1) + m * (m - 1) // 2 * 2 * 2)
 
     def models(self, epoch: float, device) -> dict:
         """Every run's classifier at ``epoch`` (the last epoch's are kept: a rank's parts go epoch by epoch)."""
@@ -166,57 +157,45 @@ class _CurveJob:
             self._epoch = epoch
         return self._models
 
-    def compute(self, p: int, device) -> list[dict]:
-        """Load part p's images, score every run at its epoch and return the rows in column order."""
-        epoch, items = self.parts[p]
-        s = self.settings
-        images = torch.stack([load_image(self.picks[i][1], s.size) for i in items]).to(device)
-        targets = torch.tensor([SIX[i % len(SIX)] for i in items], device=device)
+    def compute(self, part: Part, device) -> list[dict]:
+        """Load the part's images, score every run at its epoch and return the rows in column order."""
+        s, epoch = self.settings, part.key
+        images = load_images(self.picks, part.items, s.size, device)
+        targets = six_targets(part.items, device)
         fields = {name: model_fields(model, images, targets, s, ascent_temperatures=(s.temperature,))
                   for name, model in self.models(epoch, device).items()}
-        rows = pg_rows(fields, s) + agree_rows(fields, s)
-        for row in rows:
-            i = items[row.pop("row")]
-            row.update(epoch=f"{epoch:g}", image=self.picks[i][0], file=Path(self.picks[i][1]).name,
-                       label=self.picks[i][2], target=SIX[i % len(SIX)])
-        return [{c: r[c] for c in CURVE_COLUMNS} for r in rows]
+        samples = [{**sample, "epoch": f"{epoch:g}"} for sample in image_samples(self.picks, part.items)]
+        return labelled(pg_rows(fields, s) + agree_rows(fields, s), samples, CURVE_COLUMNS)
 
 
 def prepare(settings: CurveSettings, data_root, out, rank: int = 0) -> _CurveJob:
-    """Validate the settings, find every checkpoint, pick the images, then (rank 0) hash every checkpoint's
-    model state and check or store the run's identity: ``config.json`` is written only once all of this succeeded."""
+    """Validate the settings, find every checkpoint and pick the images; on rank 0 also hash every checkpoint's
+    model state for the run's identity. Writes nothing."""
     settings = validate(settings)
     checkpoints = checkpoint_paths(settings)
     data_root = Path(data_root).resolve()
     picks = evaluation_images(data_root, settings.images, settings.seed)
-    out = Path(out)
+    identity = None
     if rank == 0:
         arch = {name: a for name, a, _ in settings.runs}
         weights = {name: {} for name in arch}
         for (name, epoch), path in checkpoints.items():
             weights[name][epoch_tag(epoch)] = state_sha256(checkpoint_model(path, arch[name], name))
-        identity = {**dataclasses.asdict(settings), "targets": SCHEME, "data_root": str(data_root),
-                    "images_sha256": list_sha256((i, Path(p).relative_to(data_root).as_posix(), y)
-                                                 for i, p, y in picks),
-                    "weights_sha256": weights}
-        check_identity(out, identity)
-    return _CurveJob(settings, out, checkpoints, picks)
+        identity = run_identity(settings, data_root, picks, weights, targets=SCHEME)
+    return _CurveJob(settings, Path(out), identity, checkpoints, picks)
 
 
 def run(settings: CurveSettings, data_root, out, progress: bool = True) -> list[dict] | None:
     """Run (or resume) the over-training measures; the summary rows on rank 0, None on other ranks."""
-    rank, world, device = _distributed()
-    job = prepare(settings, data_root, out, rank)
-    compute_parts(job, "alignment over training", rank, world, device, progress)
-    return merge(job) if rank == 0 else None
+    return run_parts(lambda device, rank: prepare(settings, data_root, out, rank), merge, "alignment over training",
+                     progress)
 
 
-def merge(job: _CurveJob) -> list[dict]:
-    """Check every part, then write ``scores.csv`` and ``summary.csv`` (neither if a part is bad)."""
-    scores = merged_scores(job)
+def merge(out: Path, scores: list[dict]) -> list[dict]:
+    """Write ``scores.csv`` and ``summary.csv`` from every part's rows; returns the summary."""
     summary = summarise(scores, CURVE_KEY)
-    write_csv(job.out / "scores.csv", scores)
-    write_csv(job.out / "summary.csv", summary)
+    write_csv(out / "scores.csv", scores)
+    write_csv(out / "summary.csv", summary)
     return summary
 
 

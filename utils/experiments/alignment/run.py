@@ -3,7 +3,7 @@
     python -m utils.experiments.alignment --data ../shared/data/imagenette2-224            # three models, 500 images
     torchrun --nproc_per_node=2 -m utils.experiments.alignment --data ...                   # same, sharded
 
-On N seeded Imagenette val images (default 500, :func:`utils.experiments.faithfulness.run.evaluation_images`)
+On N seeded Imagenette val images (default 500, :func:`utils.experiments.runner.evaluation_images`)
 with the *six-column scheme* of targets (image k in seeded order gets ``SIX[k % 6]``: tench, cassette
 player, church, garbage truck, golf ball, and English springer standing in for the paper's ostrich), it
 measures with :mod:`utils.analysis.alignment`:
@@ -20,12 +20,13 @@ measures with :mod:`utils.analysis.alignment`:
   of :data:`FOCUS_METHODS`.
 
 Measure 5, pg_* and agree_* on training checkpoints over epochs, is :mod:`.over_training` (reusing
-:func:`model_fields`, :func:`pg_rows`, :func:`agree_rows`, :func:`compute_parts`).
+:func:`model_fields`, :func:`pg_rows`, :func:`agree_rows`).
 
-Image batches and groups of mosaics are checked parts under ``<out>/parts/`` (:mod:`utils.experiments.records`):
-a rerun skips valid parts and recomputes damaged ones; under ``torchrun`` rank r takes parts r, r + W, ...
-and rank 0 merges ``scores.csv``, ``summary.csv`` and ``paired.csv`` (:mod:`.report`). Nothing is random
-but the image and mosaic picks, which are seeded, so sharded, resumed and single runs agree.
+Image batches and groups of mosaics are checked parts under ``<out>/parts/``, run by the runners' skeleton
+(:func:`utils.experiments.runner.run_parts`): a rerun skips valid parts and recomputes damaged ones; under
+``torchrun`` rank r takes parts r, r + W, ... and rank 0 merges ``scores.csv``, ``summary.csv`` and
+``paired.csv`` (:mod:`.report`). Nothing is random but the image and mosaic picks, which are seeded, so
+sharded, resumed and single runs agree.
 
 Cost: almost all of it is the ascent (``steps`` backward passes per temperature and model; each ascent starts
 from the field already computed). With the three bundled-size models on 2 CPU cores (two training jobs at nice
@@ -36,23 +37,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 from itertools import permutations
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
-from tqdm.auto import tqdm
 
 from ...analysis.alignment import cosine, field, focus, mosaic, pairwise_cosines, perturbation, scale_to_norm, transfer
 from ...analysis.attribution import OURS, attribute_many
 from ...core.gates import check_temperature
-from ...data.imagenette import IMAGENETTE_CLASSES, IMAGENETTE_TO_IMAGENET, load_image, require_imagenette
+from ...data.imagenette import IMAGENETTE_CLASSES, IMAGENETTE_TO_IMAGENET, require_imagenette
 from ...models.zoo import load_model
 from ...paths import RESULTS
-from ..faithfulness.run import _distributed, evaluation_images
-from ..records import (append_line, check_identity, list_sha256, load_csv_part, read_csv, save_csv_part, state_sha256,
-                       write_csv)
+from ..records import read_csv, state_sha256, write_csv
+from ..runner import (Part, batches, check_at_least, check_input_size, evaluation_images, labelled, load_images,
+                      run_identity, run_parts, settings_arguments, settings_from_args)
 from .report import format_summary, paired, summarise, verdicts
 
 SIX = (0, 2, 4, 6, 8, 1)
@@ -64,13 +62,19 @@ FIELD_METHODS = ("pullback", "gradient")
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    """Everything that changes a score; stored in ``<out>/config.json`` and checked when resuming."""
+class ModelsAndImages:
+    """The settings the study and its control share: the models compared, the first ``images`` of the seeded
+    val images (``seed``) at ``size`` px, in batches of ``batch``."""
     models: tuple[str, ...] = ("bundled", "bundled_seed1", "bundled_plain")
     images: int = 500
     seed: int = 0
     batch: int = 10
     size: int = 224
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignmentSettings(ModelsAndImages):
+    """Everything that changes a score; stored in ``<out>/config.json`` and checked when resuming."""
     temperatures: tuple[float, ...] = (0.1, 0.3, 1.0, 2.0)
     temperature: float = 0.3      # the one used for agreement, transfer and focus
     steps: int = 5                # ascent steps
@@ -92,7 +96,7 @@ class Settings:
 SMOKE = dict(images=6, batch=3, size=64, temperatures=(0.1, 1.0), steps=2, mosaics=2, ig_steps=2)
 
 
-def validate(settings: Settings) -> Settings:
+def validate(settings: AlignmentSettings) -> AlignmentSettings:
     """The settings, or a ValueError naming the first bad one (nothing is loaded or written before this)."""
     for t in (*settings.temperatures, settings.temperature):
         check_temperature(t)
@@ -100,9 +104,7 @@ def validate(settings: Settings) -> Settings:
         raise ValueError("temperatures must hold at least one temperature")
     if len(set(settings.models)) < 2 or len(set(settings.models)) != len(settings.models):
         raise ValueError(f"the alignment study needs at least two distinct models, got {list(settings.models)}")
-    for name in ("images", "batch", "size", "steps", "mosaics", "ig_steps"):
-        if getattr(settings, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(settings, name)}")
+    check_at_least(settings, 1, ("images", "batch", "size", "steps", "mosaics", "ig_steps"))
     if settings.size % 2:
         raise ValueError(f"size must be even (2x2 mosaics), got {settings.size}")
     if settings.alpha <= 0 or settings.eps <= 0:
@@ -131,7 +133,7 @@ def logit_targets(model, targets: torch.Tensor) -> torch.Tensor:
 def model_fields(model, x: torch.Tensor, target: torch.Tensor, s, ascent_temperatures=None) -> dict:
     """``{"gradient": (field, perturbation), T: (field, perturbation)}`` for every temperature and ``s.temperature``.
 
-    ``s`` holds ``temperatures``, ``temperature``, ``steps``, ``alpha`` and ``eps`` (:class:`Settings` or the
+    ``s`` holds ``temperatures``, ``temperature``, ``steps``, ``alpha`` and ``eps`` (:class:`AlignmentSettings` or the
     like). The gradient always gets its ascent; a pullback only at the temperatures in ``ascent_temperatures``
     (default: all of them), elsewhere its perturbation is None. Each ascent starts from the field computed
     here (``initial_field``: one backward pass saved).
@@ -146,7 +148,7 @@ def model_fields(model, x: torch.Tensor, target: torch.Tensor, s, ascent_tempera
     return out
 
 
-class _Rows(list):
+class ScoreRows(list):
     """Score rows ``{"row", measure, model, other, method, temperature, value}``, one per sample of ``values``."""
 
     def add(self, measure, model, other, method, temperature, values: torch.Tensor):
@@ -162,7 +164,7 @@ def field_key(method: str, temperature: float) -> tuple:
 def pg_rows(fields: dict, s) -> list[dict]:
     """pg_field rows at every temperature of ``s.temperatures``, pg_ascent rows where the pullback was ascended;
     ``fields``: model name -> :func:`model_fields`."""
-    rows = _Rows()
+    rows = ScoreRows()
     for name, f in fields.items():
         for t in s.temperatures:
             rows.add("pg_field", name, "", "pullback_vs_gradient", t, cosine(f[t][0], f["gradient"][0]))
@@ -174,7 +176,7 @@ def pg_rows(fields: dict, s) -> list[dict]:
 def agree_rows(fields: dict, s, methods=FIELD_METHODS) -> list[dict]:
     """agree_field and agree_ascent rows of every unordered pair of models (none for one model), per method
     (the pullback at ``s.temperature``, the gradient)."""
-    rows = _Rows()
+    rows = ScoreRows()
     for method in methods:
         key, temperature = field_key(method, s.temperature)
         for i, kind in enumerate(("agree_field", "agree_ascent")):
@@ -186,7 +188,7 @@ def agree_rows(fields: dict, s, methods=FIELD_METHODS) -> list[dict]:
 def transfer_rows(models: dict, fields: dict, images, targets, s, method: str) -> list[dict]:
     """transfer_logp and transfer_became rows of every ordered pair of models for one method."""
     key, temperature = field_key(method, s.temperature)
-    rows = _Rows()
+    rows = ScoreRows()
     for a, b in permutations(models, 2):
         delta = scale_to_norm(fields[a][key][1], s.eps)
         moved = transfer(models[b], images, delta, logit_targets(models[b], targets))
@@ -196,7 +198,7 @@ def transfer_rows(models: dict, fields: dict, images, targets, s, method: str) -
     return rows
 
 
-def batch_scores(models: dict, images: torch.Tensor, targets: torch.Tensor, s: Settings) -> list[dict]:
+def batch_scores(models: dict, images: torch.Tensor, targets: torch.Tensor, s: AlignmentSettings) -> list[dict]:
     """pg_*, agree_* and transfer_* rows of one image batch (``row`` = position in the batch)."""
     fields = {name: model_fields(m, images, logit_targets(m, targets), s) for name, m in models.items()}
     rows = pg_rows(fields, s)
@@ -205,12 +207,12 @@ def batch_scores(models: dict, images: torch.Tensor, targets: torch.Tensor, s: S
     return rows
 
 
-def mosaic_scores(models: dict, mosaics: torch.Tensor, labels: torch.Tensor, s: Settings) -> list[dict]:
+def mosaic_scores(models: dict, mosaics: torch.Tensor, labels: torch.Tensor, s: AlignmentSettings) -> list[dict]:
     """focus rows of mosaics (M, 3, H, W) whose quadrants hold classes ``labels`` (M, 4); ``row`` = 4 m + quadrant."""
     x = mosaics.repeat_interleave(4, dim=0)
     quadrant = torch.arange(4).repeat(len(mosaics))
     options = {m: s.method_options(m) for m in FOCUS_METHODS}
-    rows = _Rows()
+    rows = ScoreRows()
     for name, model in models.items():
         maps = attribute_many(model, x, logit_targets(model, labels.flatten()), FOCUS_METHODS, options)
         for method, attribution in maps.items():
@@ -234,62 +236,55 @@ def mosaic_picks(picks: list, count: int, seed: int) -> list[list[int]]:
     return chosen
 
 
+def six_targets(positions, device) -> torch.Tensor:
+    """The six-column scheme's target of each image position: ``SIX[k % 6]``."""
+    return torch.tensor([SIX[k % len(SIX)] for k in positions], device=device)
+
+
+def image_samples(picks: list, positions) -> list[dict]:
+    """The image, file, label and six-column target of each picked image position, for :func:`labelled`."""
+    return [{"image": picks[k][0], "file": Path(picks[k][1]).name, "label": picks[k][2], "target": SIX[k % len(SIX)]}
+            for k in positions]
+
+
 @dataclasses.dataclass
-class _Job:
+class _AlignmentJob:
     """A validated run: settings, models, the seeded images and the parts (image batches, mosaic groups)."""
-    settings: Settings
+    settings: AlignmentSettings
     out: Path
+    identity: dict
     models: dict
     picks: list
     mosaics: list
 
     def __post_init__(self):
         s, per = self.settings, max(1, self.settings.batch // 4)  # 4 samples per mosaic
-        n = len(self.picks)
-        self.parts = ([("batch", range(i, min(i + s.batch, n))) for i in range(0, n, s.batch)]
-                      + [("mosaic", range(i, min(i + per, s.mosaics))) for i in range(0, s.mosaics, per)])
+        self.parts = ([Part(f"batch_{b:04d}", tuple(items), "batch") for b, items in
+                       enumerate(batches(len(self.picks), s.batch))]
+                      + [Part(f"mosaic_{b:04d}", tuple(items), "mosaic") for b, items in
+                         enumerate(batches(s.mosaics, per))])
 
-    def path(self, p: int) -> Path:
-        kind = self.parts[p][0]
-        first = next(q for q, (k, _) in enumerate(self.parts) if k == kind)
-        return self.out / "parts" / f"{kind}_{p - first:04d}.csv"
-
-    def rows(self, p: int) -> int:
-        """Score rows a complete part p holds."""
-        kind, items = self.parts[p]
-        m, k = len(self.models), len(self.settings.temperatures)
-        if kind == "mosaic":
-            return len(items) * 4 * m * len(FOCUS_METHODS)
-        return len(items) * (m * k * 2 + m * (m - 1) // 2 * 2 * 2 + m * (m - 1) * 2 * 2)
-
-    def compute(self, p: int, device) -> list[dict]:
-        """Load part p's images, score them and return its rows in column order."""
-        kind, items = self.parts[p]
+    def compute(self, part: Part, device) -> list[dict]:
+        """Load the part's images, score them and return its rows in column order."""
         s = self.settings
-        load = {i: load_image(self.picks[i][1], s.size) for i in
-                (items if kind == "batch" else {i for m in items for i in self.mosaics[m]})}
-        if kind == "batch":
-            samples = [(i, Path(self.picks[i][1]).name) for i in items]
-            targets = torch.tensor([SIX[i % len(SIX)] for i in items], device=device)
-            rows = batch_scores(self.models, torch.stack([load[i] for i in items]).to(device), targets, s)
-        else:
-            quads = [self.mosaics[m] for m in items]
-            samples = [(i, f"mosaic{m:03d}/{Path(self.picks[i][1]).name}") for m, q in zip(items, quads) for i in q]
-            images = torch.stack([mosaic(torch.stack([load[i] for i in q])) for q in quads]).to(device)
-            targets = torch.tensor([[self.picks[i][2] for i in q] for q in quads], device=device)
-            rows = mosaic_scores(self.models, images, targets, s)
-        for row in rows:
-            i, name = samples[row.pop("row")]
-            target = SIX[i % len(SIX)] if kind == "batch" else self.picks[i][2]
-            row.update(image=self.picks[i][0], file=name, label=self.picks[i][2], target=target)
-        return [{c: r[c] for c in COLUMNS} for r in rows]
+        if part.key == "batch":
+            images = load_images(self.picks, part.items, s.size, device)
+            rows = batch_scores(self.models, images, six_targets(part.items, device), s)
+            return labelled(rows, image_samples(self.picks, part.items), COLUMNS)
+        quads = [self.mosaics[m] for m in part.items]
+        images = torch.stack([mosaic(load_images(self.picks, q, s.size, "cpu")) for q in quads]).to(device)
+        targets = torch.tensor([[self.picks[i][2] for i in q] for q in quads], device=device)
+        rows = mosaic_scores(self.models, images, targets, s)
+        samples = [{"image": self.picks[i][0], "file": f"mosaic{m:03d}/{Path(self.picks[i][1]).name}",
+                    "label": self.picks[i][2], "target": self.picks[i][2]}  # a quadrant's target is its class
+                   for m, q in zip(part.items, quads) for i in q]
+        return labelled(rows, samples, COLUMNS)
 
 
-def prepare(settings: Settings, data_root, out, device, rank: int = 0, models: dict | None = None) -> _Job:
-    """Validate the settings, pick the images, load the models, then check or store the run's identity.
+def prepare(settings: AlignmentSettings, data_root, out, device, models: dict | None = None) -> _AlignmentJob:
+    """Validate the settings, pick the images, load the models and build the run's identity; writes nothing.
 
     ``models`` (name -> classifier) replaces loading from the zoo (tests); its names become ``settings.models``.
-    ``config.json`` is written (on rank 0) only once all of this succeeded.
     """
     if models is not None:
         settings = dataclasses.replace(settings, models=tuple(models))
@@ -297,91 +292,33 @@ def prepare(settings: Settings, data_root, out, device, rank: int = 0, models: d
     data_root = Path(data_root).resolve()
     picks = evaluation_images(data_root, settings.images, settings.seed)
     quads = mosaic_picks(picks, settings.mosaics, settings.seed)
-    models = ready_models(models or load_models(settings.models, device), device)
-    identity = run_identity(settings, data_root, picks, models, SCHEME)
-    out = Path(out)
-    if rank == 0:
-        check_identity(out, identity)
-    return _Job(settings, out, models, picks, quads)
+    models = ready_models(models or load_models(settings.models, device), settings.size, device)
+    identity = run_identity(settings, data_root, picks, {n: state_sha256(m) for n, m in models.items()}, targets=SCHEME)
+    return _AlignmentJob(settings, Path(out), identity, models, picks, quads)
 
 
-def ready_models(models: dict, device) -> dict:
-    """The models on ``device``, in eval mode and channels-last (faster convolutions on CPU)."""
-    return {n: m.to(device).eval().to(memory_format=torch.channels_last) for n, m in models.items()}
+def ready_models(models: dict, size: int, device) -> dict:
+    """The models on ``device``, in eval mode and channels-last (faster convolutions on CPU), checked to take
+    images of side ``size``."""
+    models = {n: m.to(device).eval().to(memory_format=torch.channels_last) for n, m in models.items()}
+    check_input_size(models, size, device)
+    return models
 
 
-def run_identity(settings, data_root: Path, picks: list, models: dict, targets: str) -> dict:
-    """What ``config.json`` holds and a resumed run must match: the settings, the target scheme, the data
-    root, and the SHA-256 of the picked images' list and of every model's state."""
-    return {**dataclasses.asdict(settings), "targets": targets, "data_root": str(data_root),
-            "images_sha256": list_sha256((i, Path(p).relative_to(data_root).as_posix(), y) for i, p, y in picks),
-            "weights_sha256": {n: state_sha256(m) for n, m in models.items()}}
-
-
-def run(settings: Settings, data_root, out, models: dict | None = None, progress: bool = True) -> list[dict] | None:
+def run(settings: AlignmentSettings, data_root, out, models: dict | None = None,
+        progress: bool = True) -> list[dict] | None:
     """Run (or resume) the study; the summary rows on rank 0, None on other ranks."""
-    rank, world, device = _distributed()
-    job = prepare(settings, data_root, out, device, rank, models)
-    compute_parts(job, "alignment", rank, world, device, progress)
-    return merge(job) if rank == 0 else None
+    return run_parts(lambda device, rank: prepare(settings, data_root, out, device, models), merge, "alignment",
+                     progress)
 
 
-def compute_parts(job, label: str, rank: int, world: int, device, progress: bool = True) -> None:
-    """Compute and save rank ``rank``'s parts (r, r + W, ...) of ``job`` that have no valid file yet, each part's
-    seconds appended to ``timing_rank<r>.csv``; under torchrun all ranks wait for each other before and after.
-    ``job`` has ``out``, ``parts``, ``path(p)``, ``rows(p)`` (rows a complete part holds) and ``compute(p, device)``."""
-    if world > 1:
-        dist.barrier()
-    mine = list(range(rank, len(job.parts), world))
-    todo = [p for p in mine if load_csv_part(job.path(p), job.rows(p)) is None]
-    label += f" rank {rank}" if world > 1 else ""
-    with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=label, position=rank, disable=not progress) as bar:
-        for p in todo:
-            began = time.perf_counter()
-            save_csv_part(job.path(p), job.compute(p, device))
-            append_line(job.out / f"timing_rank{rank}.csv", f"{job.path(p).stem},{time.perf_counter() - began:.1f}")
-            bar.update()
-    if world > 1:
-        dist.barrier()
-
-
-def merged_scores(job) -> list[dict]:
-    """The rows of every part of ``job`` in part order; a RuntimeError naming the parts with no valid file."""
-    parts = [load_csv_part(job.path(p), job.rows(p)) for p in range(len(job.parts))]
-    missing = [job.path(p).name for p, rows in enumerate(parts) if rows is None]
-    if missing:
-        raise RuntimeError(f"parts {missing} have no valid results in {job.out / 'parts'}: run the command again")
-    return [row for rows in parts for row in rows]
-
-
-def merge(job: _Job) -> list[dict]:
-    """Check every part, then write ``scores.csv``, ``summary.csv`` and ``paired.csv`` (none if a part is bad)."""
-    scores = merged_scores(job)
+def merge(out: Path, scores: list[dict]) -> list[dict]:
+    """Write ``scores.csv``, ``summary.csv`` and ``paired.csv`` from every part's rows; returns the summary."""
     summary = summarise(scores)
-    write_csv(job.out / "scores.csv", scores)
-    write_csv(job.out / "summary.csv", summary)
-    write_csv(job.out / "paired.csv", paired(scores))
+    write_csv(out / "scores.csv", scores)
+    write_csv(out / "summary.csv", summary)
+    write_csv(out / "paired.csv", paired(scores))
     return summary
-
-
-def settings_arguments(parser: argparse.ArgumentParser, cls, skip=()) -> argparse.ArgumentParser:
-    """One option per field of the settings dataclass ``cls`` (``--ig-steps``; ``nargs="+"`` for tuples), typed
-    and described by its default; none for the fields in ``skip``."""
-    for name, value in dataclasses.asdict(cls()).items():
-        if name in skip:
-            continue
-        many = isinstance(value, tuple)
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value[0] if many else value),
-                            nargs="+" if many else None,
-                            help="default " + " ".join(map(str, value if many else [value])))
-    return parser
-
-
-def settings_from_args(cls, args: argparse.Namespace, preset: dict):
-    """``cls`` from ``preset`` (e.g. :data:`SMOKE`) overridden by every option given (lists become tuples)."""
-    chosen = {**preset, **{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-                           if getattr(args, f.name, None) is not None}}
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in chosen.items()})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -390,13 +327,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default=None, help="Imagenette root with train/ and val/ (default $IMAGENETTE_ROOT)")
     parser.add_argument("--out", default=None, help="results folder (default results/alignment, -smoke for --smoke)")
     parser.add_argument("--smoke", action="store_true", help="few small images, two temperatures: every measure")
-    return settings_arguments(parser, Settings)
+    return settings_arguments(parser, AlignmentSettings)
 
 
 def main(argv=None):
     args = _parser().parse_args(argv)
     data = require_imagenette(args.data, "the alignment study")
-    settings = settings_from_args(Settings, args, SMOKE if args.smoke else {})
+    settings = settings_from_args(AlignmentSettings, args, SMOKE if args.smoke else {})
     out = Path(args.out or RESULTS / ("alignment-smoke" if args.smoke else "alignment"))
     summary = run(settings, data, out)
     if summary is not None:

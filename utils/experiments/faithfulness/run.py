@@ -26,43 +26,44 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import os
-import time
-from datetime import timedelta
+import math
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
-from tqdm.auto import tqdm
 
 from ...analysis.attribution import METHODS, attribute_many
 from ...analysis.faithfulness import (cascading_randomisation, deletion_insertion, faithfulness_correlation,
                                       infidelity, pixel_relevance)
 from ...analysis.stats import spearman
 from ...core.gates import check_temperature
-from ...data.imagenette import IMAGENETTE_TO_IMAGENET, data_root_from_env, imagenette_files, load_image
+from ...data.imagenette import IMAGENETTE_TO_IMAGENET, data_root_from_env
 from ...models.zoo import BUNDLED, PAPER_MODELS, load_model
 from ...paths import RESULTS
-from ..records import (append_line, check_identity, list_sha256, load_csv_part, save_csv_part, state_sha256,
-                       write_csv)
+from ..records import state_sha256, write_csv
+from ..runner import (Part, batches, check_at_least, check_input_size, evaluation_images, labelled, load_images,
+                      run_identity, run_parts, settings_arguments, settings_from_args)
 from .report import CONTROL, RANDOMISATION, format_summary, summarise
 
 # Guided Grad-CAM is available but not in the default run: its metrics cost ~8% of the time budget.
 DEFAULT_METHODS = tuple(m for m in METHODS if m != "guided_gradcam")
 COLUMNS = ("image", "file", "label", "method", "metric", "randomised_layers", "layers", "value")
-METRICS_PER_IMAGE = 4  # deletion AUC, insertion AUC, faithfulness correlation, infidelity
+# Faithfulness correlation's subsets: PATCHES squares of PATCH x PATCH pixels, so an image needs at least
+# PATCHES cells of the PATCH-pixel grid.
+PATCHES, PATCH = 32, 8
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
+class FaithfulnessSettings:
     """Everything that changes a score; stored in ``<out>/config.json`` and checked when resuming."""
     model: str = BUNDLED
     images: int = 500
     seed: int = 0
     batch: int = 10
-    methods: tuple[str, ...] = DEFAULT_METHODS
+    methods: tuple[str, ...] = dataclasses.field(default=DEFAULT_METHODS, metadata={"choices": sorted(METHODS)})
     temperature: float = 0.3
-    size: int | None = None       # image side in pixels: 160 for the bundled model, else 224 (see above)
+    # image side in pixels: 160 for the bundled model, else 224 (see above)
+    size: int | None = dataclasses.field(default=None, metadata={"type": int,
+                                                                 "default": "160 for the bundled model, else 224"})
     smoothgrad_samples: int = 8
     ig_steps: int = 8             # Gauss-Legendre nodes
     steps: int = 6                # deletion / insertion steps over the pixel budget
@@ -84,7 +85,7 @@ SMOKE = dict(images=4, batch=2, smoothgrad_samples=2, ig_steps=4, steps=4, corre
              infidelity_samples=2, randomisation_images=2, randomisation_stages=2)
 
 
-def validate(settings: Settings) -> Settings:
+def validate(settings: FaithfulnessSettings) -> FaithfulnessSettings:
     """The settings with ``size`` filled in, or a ValueError naming the first bad one."""
     check_temperature(settings.temperature)
     if settings.model not in PAPER_MODELS + (BUNDLED,):
@@ -92,21 +93,19 @@ def validate(settings: Settings) -> Settings:
     unknown = set(settings.methods) - set(METHODS)
     if unknown or not settings.methods:
         raise ValueError(f"unknown or no methods {sorted(unknown)}; choose from {sorted(METHODS)}")
-    for name in ("images", "batch", "steps", "correlation_runs", "infidelity_samples", "randomisation_stages"):
-        if getattr(settings, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(settings, name)}")
+    check_at_least(settings, 1, ("images", "batch", "smoothgrad_samples", "ig_steps", "steps", "correlation_runs",
+                                 "infidelity_samples", "randomisation_stages"))
+    check_at_least(settings, 0, ("randomisation_images",))
+    if not 0 < settings.budget <= 1 or not settings.infidelity_sigma > 0:
+        raise ValueError(f"budget must be a fraction in (0, 1] and infidelity_sigma > 0, got {settings.budget} "
+                         f"and {settings.infidelity_sigma}")
     if settings.size is None:
         settings = dataclasses.replace(settings, size=160 if settings.model == BUNDLED else 224)
+    smallest = PATCH * math.isqrt(PATCHES - 1) + 1  # the grid needs ceil(sqrt(PATCHES)) cells a side
+    if settings.size < smallest:
+        raise ValueError(f"size must be at least {smallest} px (faithfulness correlation masks {PATCHES} squares of "
+                         f"{PATCH} x {PATCH} pixels), got {settings.size}")
     return settings
-
-
-def evaluation_images(root, count: int, seed: int = 0) -> list[tuple[int, str, int]]:
-    """``(index, path, label)`` of ``count`` val images drawn without replacement by a seeded permutation."""
-    files = imagenette_files(root, "val")
-    if not 0 < count <= len(files):
-        raise ValueError(f"images must be in 1..{len(files)}, got {count}")
-    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:count]
-    return [(int(i), *files[int(i)]) for i in order]
 
 
 @contextlib.contextmanager
@@ -117,7 +116,7 @@ def _seeded(images: torch.Tensor, seed: int):
         yield
 
 
-def batch_scores(model, images: torch.Tensor, targets: torch.Tensor, settings: Settings, seed: int,
+def batch_scores(model, images: torch.Tensor, targets: torch.Tensor, settings: FaithfulnessSettings, seed: int,
                  randomised=(), randomise: int = 0) -> list[dict]:
     """Scores of one batch: rows ``{"row", "method", "metric", "randomised_layers", "layers", "value"}``
     with ``row`` the position in the batch.
@@ -141,7 +140,8 @@ def batch_scores(model, images: torch.Tensor, targets: torch.Tensor, settings: S
                                              budget=settings.budget).items():
         add(method, "deletion_auc", curves["deletion_auc"])
         add(method, "insertion_auc", curves["insertion_auc"])
-    correlations = faithfulness_correlation(model, images, targets, relevance, generator, runs=settings.correlation_runs)
+    correlations = faithfulness_correlation(model, images, targets, relevance, generator,
+                                            runs=settings.correlation_runs, patches=PATCHES, patch=PATCH)
     for method, values in correlations.items():
         add(method, "faithfulness_correlation", values)
     for method, a in attributions.items():
@@ -156,126 +156,72 @@ def batch_scores(model, images: torch.Tensor, targets: torch.Tensor, settings: S
     return rows
 
 
-def _distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device) under torchrun, or (0, 1, default device) when run directly."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(f"cuda:{local}" if cuda else "cpu")
-    if world > 1 and not dist.is_initialized():
-        # Ranks finish at different times and rank 0 then merges: allow long waits at the barrier.
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(hours=12))
-    if world > 1 and not cuda:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
-    return (dist.get_rank() if world > 1 else 0), world, device
-
-
 @dataclasses.dataclass
-class _Job:
-    """A validated run: its settings, model, image batches and where each batch's part goes."""
-    settings: Settings
+class _FaithfulnessJob:
+    """A validated run: its settings, model, picked images and one part per batch of them."""
+    settings: FaithfulnessSettings
     out: Path
+    identity: dict
     model: torch.nn.Module
-    batches: list
+    picks: list
     randomised: list
-    imagenet: bool
 
-    def part(self, b: int) -> Path:
-        return self.out / "parts" / f"batch_{b:04d}.csv"
+    def __post_init__(self):
+        self.parts = [Part(f"batch_{b:04d}", tuple(self.picks[i][0] for i in items), key=items, tag=str(b))
+                      for b, items in enumerate(batches(len(self.picks), self.settings.batch))]
 
-    def randomise(self, b: int) -> int:
-        """How many images of batch b get the randomisation check (the first ``randomisation_images`` overall)."""
-        return max(0, min(len(self.batches[b]), self.settings.randomisation_images - b * self.settings.batch))
+    def compute(self, part: Part, device) -> list[dict]:
+        """Decode a batch, score it and return its rows in the part's column order."""
+        s, items = self.settings, part.key
+        images = load_images(self.picks, items, s.size, device)
+        imagenet = s.model != BUNDLED
+        targets = torch.tensor([IMAGENETTE_TO_IMAGENET[y] if imagenet else y for _, _, y in
+                                (self.picks[i] for i in items)], device=device)
+        # The randomisation check goes to the first randomisation_images images overall.
+        randomise = max(0, min(len(items), s.randomisation_images - items.start))
+        rows = batch_scores(self.model, images, targets, s, seed=s.seed * 1_000_003 + items.start // s.batch,
+                            randomised=self.randomised, randomise=randomise)
+        samples = [{"image": self.picks[i][0], "file": Path(self.picks[i][1]).name, "label": self.picks[i][2]}
+                   for i in items]
+        return labelled(rows, samples, COLUMNS)
 
-    def rows(self, b: int) -> int:
-        """Score rows a complete part of batch b holds."""
-        methods = len(self.settings.methods)
-        return (len(self.batches[b]) * (methods + 1) * METRICS_PER_IMAGE
-                + self.randomise(b) * methods * len(self.randomised))
 
-
-def prepare(settings: Settings, data_root, out, device, rank: int = 0) -> _Job:
-    """Validate the settings and the data, load the model, then check or store the run's identity.
-
-    ``config.json`` is written (on rank 0) only once everything has been checked, so a refused run leaves
-    no record that would block its corrected rerun.
-    """
+def prepare(settings: FaithfulnessSettings, data_root, out, device) -> _FaithfulnessJob:
+    """Validate the settings and the data, load the model and build the run's identity; writes nothing."""
     settings = validate(settings)
     data_root = Path(data_root).resolve()
     picks = evaluation_images(data_root, settings.images, settings.seed)
     model = load_model(settings.model, device).to(memory_format=torch.channels_last)  # ~1.5x faster convs on CPU
-    identity = {**dataclasses.asdict(settings), "data_root": str(data_root),
-                "images_sha256": list_sha256((i, Path(p).relative_to(data_root).as_posix(), y) for i, p, y in picks),
-                "weights_sha256": state_sha256(model)}
-    out = Path(out)
-    if rank == 0:
-        check_identity(out, identity)
-    batches = [picks[i:i + settings.batch] for i in range(0, len(picks), settings.batch)]
+    check_input_size({settings.model: model}, settings.size, device)
+    identity = run_identity(settings, data_root, picks, state_sha256(model))
     randomised = list(cascading_randomisation(model, settings.randomisation_stages, settings.seed))
-    return _Job(settings, out, model, batches, randomised, settings.model != BUNDLED)
+    return _FaithfulnessJob(settings, Path(out), identity, model, picks, randomised)
 
 
-def score_batch(job: _Job, b: int, device) -> list[dict]:
-    """Decode batch b, score it and return its rows in the part's column order."""
-    batch, s = job.batches[b], job.settings
-    images = torch.stack([load_image(path, s.size) for _, path, _ in batch]).to(device)
-    targets = torch.tensor([IMAGENETTE_TO_IMAGENET[y] if job.imagenet else y for _, _, y in batch], device=device)
-    rows = batch_scores(job.model, images, targets, s, seed=s.seed * 1_000_003 + b, randomised=job.randomised,
-                        randomise=job.randomise(b))
-    for row in rows:
-        index, path, label = batch[row.pop("row")]
-        row.update(image=index, file=Path(path).name, label=label)
-    return [{k: r[k] for k in COLUMNS} for r in rows]
+def run(settings: FaithfulnessSettings, data_root, out, progress: bool = True) -> list[dict] | None:
+    """Run (or resume) the evaluation; returns the summary rows on rank 0, None on other ranks.
+
+    Everything is checked before ``config.json`` is written, so a refused run leaves no record that would
+    block its corrected rerun.
+    """
+    return run_parts(lambda device, rank: prepare(settings, data_root, out, device), merge,
+                     f"evaluate {settings.model}", progress)
 
 
-def run(settings: Settings, data_root, out, progress: bool = True) -> list[dict] | None:
-    """Run (or resume) the evaluation; returns the summary rows on rank 0, None on other ranks."""
-    rank, world, device = _distributed()
-    job = prepare(settings, data_root, out, device, rank)
-    if world > 1:
-        dist.barrier()
-    mine = [b for b in range(len(job.batches)) if b % world == rank]
-    todo = [b for b in mine if load_csv_part(job.part(b), job.rows(b)) is None]
-    bar = tqdm(todo, desc=f"evaluate {job.settings.model}" + (f" rank {rank}" if world > 1 else ""), position=rank,
-               disable=not progress, initial=len(mine) - len(todo), total=len(mine))
-    for b in bar:
-        started = time.perf_counter()
-        save_csv_part(job.part(b), score_batch(job, b, device))
-        append_line(job.out / f"timing_rank{rank}.csv", f"{b},{time.perf_counter() - started:.1f}")
-    if world > 1:
-        dist.barrier()
-    return merge(job) if rank == 0 else None
-
-
-def merge(job: _Job) -> list[dict]:
-    """Check every part, then write ``scores.csv`` and ``summary.csv`` (neither is touched if a part is bad)."""
-    parts = {b: load_csv_part(job.part(b), job.rows(b)) for b in range(len(job.batches))}
-    missing = [b for b, rows in parts.items() if rows is None]
-    if missing:
-        raise RuntimeError(f"batches {missing} have no valid results in {job.out / 'parts'}: run the command again")
-    scores = [row for b in sorted(parts) for row in parts[b]]
+def merge(out: Path, scores: list[dict]) -> list[dict]:
+    """Write ``scores.csv`` and ``summary.csv`` from every part's rows; returns the summary."""
     summary = summarise(scores)
-    write_csv(job.out / "scores.csv", scores)
-    write_csv(job.out / "summary.csv", summary)
+    write_csv(out / "scores.csv", scores)
+    write_csv(out / "summary.csv", summary)
     return summary
 
 
 def _parser() -> argparse.ArgumentParser:
-    defaults = Settings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--data", default=data_root_from_env(), help="Imagenette root (default $IMAGENETTE_ROOT)")
     parser.add_argument("--out", default=None, help="results folder (default results/faithfulness/<model>)")
     parser.add_argument("--smoke", action="store_true", help="a few images and samples: every method and metric, fast")
-    for field in dataclasses.fields(Settings):
-        value = getattr(defaults, field.name)
-        flag = "--" + field.name.replace("_", "-")
-        if isinstance(value, tuple):
-            parser.add_argument(flag, nargs="+", default=None, choices=sorted(METHODS))
-        else:
-            kind = int if field.name == "size" else type(value)
-            shown = "160 for the bundled model, else 224" if field.name == "size" else value
-            parser.add_argument(flag, type=kind, default=None, help=f"default {shown}")
-    return parser
+    return settings_arguments(parser, FaithfulnessSettings)
 
 
 def main(argv=None):
@@ -283,11 +229,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.data is None:
         parser.error("no data: pass --data or set $IMAGENETTE_ROOT to a folder with val/<wnid>/")
-    chosen = {**(SMOKE if args.smoke else {}),
-              **{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if getattr(args, f.name) is not None}}
-    if "methods" in chosen:
-        chosen["methods"] = tuple(chosen["methods"])
-    settings = Settings(**chosen)
+    settings = settings_from_args(FaithfulnessSettings, args, SMOKE if args.smoke else {})
     out = Path(args.out or RESULTS / "faithfulness" / (settings.model + ("-smoke" if args.smoke else "")))
     summary = run(settings, args.data, out)
     if summary is not None:

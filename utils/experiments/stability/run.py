@@ -39,6 +39,7 @@ minutes (``timings.csv`` has seconds per piece).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from functools import cached_property
@@ -52,9 +53,11 @@ from ...analysis.gating import input_kernel
 from ...analysis.kernel_knn import excitation_kernels, kernel_knn_predict, penultimate_features
 from ...analysis.overlap import jaccard_matrix
 from ...core.gates import check_temperature
-from ...data.imagenette import data_root_from_env, imagenette_files, load_image
+from ...data.imagenette import data_root_from_env, load_image
 from ...paths import CHECKPOINTS, MEDIA, REPO, RESULTS
-from ..records import append_line, check_identity, file_sha256, list_sha256, read_csv, write_csv
+from ..records import (WriterLock, append_line, check_identity, file_sha256, list_sha256, read_csv, run_id,
+                       write_csv)
+from ..runner import check_at_least, seeded_images, settings_arguments, settings_from_args
 from ..training.checkpoints import epoch_tag, list_checkpoints, load_checkpoint
 from .tables import KNN_K, MEASUREMENT_KEYS, load_piece, save_piece, write_tables
 
@@ -62,28 +65,53 @@ DEFAULT_EPOCHS = (0, 0.25, 0.5, 0.75, 1, 2, 4, 8, 16)
 DEFAULT_KERNEL_EPOCHS = (0, 1, 16)
 
 
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.replace(",", " ").split()]
+
+
+def _epochs(text: str) -> dict:
+    """A field's metadata for a list of epochs given as one argument, e.g. '0 0.5 1 16'."""
+    return {"type": _floats, "nargs": None, "help": text}
+
+
+@dataclasses.dataclass(frozen=True)
+class StabilitySettings:
+    """The study's settings (all but ``chunk_size`` change what is measured; see the module docstring)."""
+    images: int = dataclasses.field(default=500, metadata={"help": "seeded Imagenette val images"})
+    epochs: tuple[float, ...] = dataclasses.field(default=DEFAULT_EPOCHS,
+                                                  metadata=_epochs("checkpoint epochs, e.g. '0 0.5 1 16'"))
+    kernel_epochs: tuple[float, ...] = dataclasses.field(default=DEFAULT_KERNEL_EPOCHS,
+                                                         metadata=_epochs("checkpoints for the kernel classifiers"))
+    kernel_train: int = dataclasses.field(default=1000, metadata={"help": "class-balanced train images for kNN"})
+    resolution: int = dataclasses.field(default=112, metadata={"help": "image side for every measurement"})
+    temperature: float = dataclasses.field(default=0.3, metadata={"help": "soft gates sigmoid(z / T)"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed of the image subsets and random gates"})
+    chunk_size: int = 50
+
+
 def seeded_subset(root, split: str, n: int, seed: int, balanced: bool = False) -> list[tuple[str, int]]:
-    """``n`` ``(path, label)`` pairs of a split: the first n of a seeded permutation of torchvision's order,
-    or with ``balanced`` the first ``n // 10`` of each class in that permutation (returned in permutation order)."""
-    files = imagenette_files(root, split)
-    if not 0 < n <= len(files):
-        raise ValueError(f"{split} images must be in 1..{len(files)}, got {n}")
-    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed)).tolist()
+    """``n`` ``(path, label)`` pairs of a split: the first n of a seeded permutation of torchvision's order
+    (:func:`utils.experiments.runner.seeded_images`), or with ``balanced`` the first ``n // 10`` of each
+    class in that permutation (returned in permutation order)."""
+    ordered = [(path, label) for _, path, label in seeded_images(root, split, seed)]
+    if not 0 < n <= len(ordered):
+        raise ValueError(f"{split} images must be in 1..{len(ordered)}, got {n}")
     if not balanced:
-        return [files[i] for i in order[:n]]
+        return ordered[:n]
     per_class, taken, picked = n // 10, [0] * 10, []
-    for i in order:
-        if taken[files[i][1]] < per_class:
-            taken[files[i][1]] += 1
-            picked.append(files[i])
+    for path, label in ordered:
+        if taken[label] < per_class:
+            taken[label] += 1
+            picked.append((path, label))
     return picked
 
 
 class _Run:
     """Holds the settings, decodes images and loads checkpoints only when a missing piece needs them."""
 
-    def __init__(self, cfg: dict, data: Path, main: dict, control, out: Path, progress: bool):
-        self.cfg, self.data, self.out, self.progress, self.main = cfg, data, out, progress, main
+    def __init__(self, cfg: dict, data: Path, main: dict, control, lock: WriterLock, progress: bool):
+        self.cfg, self.data, self.progress, self.main = cfg, data, progress, main
+        self.lock, self.out, self.run = lock, lock.path.parent, lock.holder["run"]
         ctrl = Path(control) if control else None
         self.control = dict(list_checkpoints(ctrl)) if ctrl is not None and ctrl.is_dir() else {}
         self.control_epochs = [e for e in cfg["epochs"] if e in self.control]
@@ -96,12 +124,13 @@ class _Run:
 
     def piece(self, name: str, compute) -> dict:
         """A sound stored piece, or compute, store and time it."""
-        stored = load_piece(self.out, name)
+        stored = load_piece(self.out, name, self.run)
         if stored is not None:
             return stored
         start = time.perf_counter()
         arrays = compute()
-        save_piece(self.out, name, arrays)
+        self.lock.check()
+        save_piece(self.out, name, arrays, self.run)
         append_line(self.out / "timings.csv", f"{name},{time.perf_counter() - start:.1f},{torch.get_num_threads()}")
         return arrays
 
@@ -129,17 +158,23 @@ class _Run:
         return tqdm(names, desc=desc, disable=not self.progress)
 
 
-def _checked_setup(data, checkpoints, control, cfg: dict) -> tuple[Path, dict, dict, list]:
-    """Validate settings, data and checkpoints; returns (data root, checkpoints by epoch, identity, image lists)."""
+def _checked_setup(data, checkpoints, control, s: StabilitySettings) -> tuple[Path, dict, dict, dict, list]:
+    """Validate settings, data and checkpoints; returns (data root, checkpoints by epoch, the measurement
+    settings, identity, image lists)."""
     if data is None:
         raise ValueError("no Imagenette: pass --data or set IMAGENETTE_ROOT (e.g. ../shared/data/imagenette2-224)")
-    check_temperature(cfg["temperature"])
-    for key in ("resolution", "kernel_train"):
-        if cfg[key] < 1:
-            raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
+    check_temperature(s.temperature)
+    check_at_least(s, 1, ("resolution", "chunk_size"))
+    check_at_least(s, 10, ("kernel_train",))  # a class-balanced subset: kernel_train // 10 images per class
+    if not s.epochs or not s.kernel_epochs:
+        raise ValueError(f"epochs and kernel_epochs need at least one epoch each, got {s.epochs}, {s.kernel_epochs}")
+    cfg = {"images": s.images, "seed": s.seed, "resolution": s.resolution, "temperature": s.temperature,
+           "gate": "sigmoid", "epochs": sorted(float(e) for e in s.epochs),
+           "kernel_epochs": sorted(float(e) for e in s.kernel_epochs), "kernel_train": s.kernel_train,
+           "knn_k": list(KNN_K)}
     data = Path(data).resolve()
-    lists = [("val_images", seeded_subset(data, "val", cfg["images"], cfg["seed"])),
-             ("train_images", seeded_subset(data, "train", cfg["kernel_train"], cfg["seed"], balanced=True))]
+    lists = [("val_images", seeded_subset(data, "val", s.images, s.seed)),
+             ("train_images", seeded_subset(data, "train", s.kernel_train, s.seed, balanced=True))]
     lists = [(name, [{"path": Path(p).relative_to(data).as_posix(), "label": y} for p, y in files])
              for name, files in lists]
     main = dict(list_checkpoints(checkpoints)) if Path(checkpoints).is_dir() else {}
@@ -150,31 +185,28 @@ def _checked_setup(data, checkpoints, control, cfg: dict) -> tuple[Path, dict, d
     identity = {**cfg, "checkpoints": _shown(checkpoints), "control": _shown(control), "data_root": str(data),
                 **{f"{name}_sha256": list_sha256(rows) for name, rows in lists},
                 "checkpoints_sha256": {epoch_tag(e): file_sha256(main[e]) for e in wanted}}
-    return data, main, identity, lists
+    return data, main, cfg, identity, lists
 
 
-def run_study(data=None, checkpoints=CHECKPOINTS / "seed0",
-              control=CHECKPOINTS / "seed1", out=RESULTS / "stability",
-              images: int = 500, epochs=DEFAULT_EPOCHS, resolution: int = 112, temperature: float = 0.3,
-              kernel_epochs=DEFAULT_KERNEL_EPOCHS, kernel_train: int = 1000, seed: int = 0, chunk_size: int = 50,
-              media=MEDIA / "stability", progress: bool = True) -> dict:
+def run_study(data=None, checkpoints=CHECKPOINTS / "seed0", control=CHECKPOINTS / "seed1", out=RESULTS / "stability",
+              media=MEDIA / "stability", progress: bool = True, **settings) -> dict:
     """Compute every missing piece, then write the CSVs (and figures into ``media`` unless None).
 
+    ``settings`` are the fields of :class:`StabilitySettings` (``images``, ``epochs``, ``resolution``, ...).
     Returns :func:`utils.experiments.stability.load_study` of ``out``. ``epochs`` / ``kernel_epochs`` must all
     exist in ``checkpoints``; ``control`` may be missing or partial. See the module docstring for what is
-    measured. The settings, data and checkpoints are checked before ``out/config.json`` is written.
+    measured. The settings, data and checkpoints are checked before anything is written to ``out``, and the
+    run holds ``out``'s writer lock while it writes.
     """
-    cfg = {"images": images, "seed": seed, "resolution": resolution, "temperature": temperature, "gate": "sigmoid",
-           "epochs": sorted(float(e) for e in epochs), "kernel_epochs": sorted(float(e) for e in kernel_epochs),
-           "kernel_train": kernel_train, "knn_k": list(KNN_K)}
-    data, main, identity, lists = _checked_setup(data or data_root_from_env(), checkpoints, control, cfg)
+    s = StabilitySettings(**settings)
+    data, main, cfg, identity, lists = _checked_setup(data or data_root_from_env(), checkpoints, control, s)
     out = Path(out)
-    check_identity(out, identity, MEASUREMENT_KEYS)
-    for name, rows in lists:
-        write_csv(out / f"{name}.csv", rows)
-    run = _Run(cfg, data, main, control, out, progress)
-    _compute_pieces(run, cfg, chunk_size)
-    write_tables(out, cfg)
+    with WriterLock(out, run_id(identity, MEASUREMENT_KEYS)) as lock:
+        check_identity(out, identity, MEASUREMENT_KEYS)
+        for name, rows in lists:
+            write_csv(out / f"{name}.csv", rows)
+        _compute_pieces(_Run(cfg, data, main, control, lock, progress), cfg, s.chunk_size)
+        write_tables(out, cfg)
     if media is not None:
         from ...figures.stability import plot_study
         plot_study(out, media)
@@ -241,30 +273,16 @@ def _kernel_piece(run: _Run, e: float, temperature: float, chunk_size: int) -> d
             "penultimate": _knn_predictions(input_kernel(fv, ft), yt)["pred"], "model_pred": model_pred}
 
 
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.replace(",", " ").split()]
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="Imagenette root with train/ and val/ (default $IMAGENETTE_ROOT)")
     parser.add_argument("--checkpoints", default=str(CHECKPOINTS / "seed0"))
     parser.add_argument("--control", default=str(CHECKPOINTS / "seed1"),
                         help="checkpoints of a run with another seed (missing or partial: uses the epochs it has)")
-    parser.add_argument("--images", type=int, default=500, help="seeded Imagenette val images")
-    parser.add_argument("--epochs", type=_floats, default=list(DEFAULT_EPOCHS),
-                        help="checkpoint epochs, e.g. '0 0.5 1 16' (default: %(default)s)")
-    parser.add_argument("--kernel-epochs", type=_floats, default=list(DEFAULT_KERNEL_EPOCHS),
-                        help="checkpoints for the kernel classifiers (default: %(default)s)")
-    parser.add_argument("--kernel-train", type=int, default=1000, help="class-balanced train images for kNN")
-    parser.add_argument("--resolution", type=int, default=112, help="image side for every measurement")
-    parser.add_argument("--temperature", type=float, default=0.3, help="soft gates sigmoid(z / T)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the image subsets and random gates")
-    parser.add_argument("--chunk-size", type=int, default=50)
     parser.add_argument("--out", default=str(RESULTS / "stability"))
     parser.add_argument("--media", default=str(MEDIA / "stability"), help="'' to skip the figures")
     parser.add_argument("--threads", type=int, default=None)
-    return parser
+    return settings_arguments(parser, StabilitySettings)
 
 
 def main(argv=None) -> None:
@@ -272,9 +290,8 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    study = run_study(args.data, args.checkpoints, args.control, args.out, args.images, args.epochs, args.resolution,
-                      args.temperature, args.kernel_epochs, args.kernel_train, args.seed, args.chunk_size,
-                      args.media or None)
+    settings = dataclasses.asdict(settings_from_args(StabilitySettings, args, {}))
+    study = run_study(args.data, args.checkpoints, args.control, args.out, args.media or None, **settings)
     print(f"done in {time.perf_counter() - start:.0f} s; tables in {args.out}")
     for row in study["summary"]:
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})

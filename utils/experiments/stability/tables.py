@@ -25,16 +25,17 @@ def piece_path(out, name: str) -> Path:
     return Path(out) / "parts" / f"{name}.npz"
 
 
-def save_piece(out, name: str, arrays: dict) -> None:
-    """Store a piece (named arrays) as a checked part: row count = number of arrays."""
+def save_piece(out, name: str, arrays: dict, run: str | None = None) -> None:
+    """Store a piece (named arrays) as a checked part of run ``run``: row count = number of arrays."""
     buffer = io.BytesIO()
     np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
-    save_part(piece_path(out, name), buffer.getvalue(), len(arrays))
+    save_part(piece_path(out, name), buffer.getvalue(), len(arrays), run)
 
 
-def load_piece(out, name: str) -> dict | None:
-    """A sound piece as torch tensors; None if it is not there or failed its check (then with a warning)."""
-    data = load_part(piece_path(out, name))
+def load_piece(out, name: str, run: str | None = None) -> dict | None:
+    """A sound piece (made by run ``run``, if given) as torch tensors; None if it is not there or failed its
+    check (then with a warning)."""
+    data = load_part(piece_path(out, name), run=run)
     if data is None:
         return None
     with np.load(io.BytesIO(data)) as f:

@@ -1,23 +1,18 @@
 """The explorer's inputs: uploaded files, default images, class lists across models."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import torch
 
 from ...data import imagenette
-from ...data.imagenette import IMAGENETTE_CLASSES, IMAGENETTE_TO_IMAGENET, resize_center, to_unit_range
+from ...data.imagenette import IMAGENETTE_CLASSES, IMAGENETTE_TO_IMAGENET
 
 
 def decode_upload(content: bytes, size: int = 224) -> torch.Tensor:
-    """An uploaded image file's bytes as (3, size, size) in [-1, 1]: shorter side resized, centre-cropped."""
-    from PIL import Image
-    from torchvision.transforms.v2 import functional as TF
-
-    with Image.open(io.BytesIO(bytes(content))) as image:
-        pixels = TF.pil_to_tensor(image.convert("RGB"))
-    return to_unit_range(resize_center(pixels, size))
+    """An uploaded image file's bytes as (3, size, size) in [-1, 1], decoded as every image of the repo is
+    (:func:`utils.data.imagenette.load_image`: upright, 16-bit grey scaled, shorter side resized, centre-cropped)."""
+    return imagenette.load_image(bytes(content), size)
 
 
 def default_images() -> tuple[dict, str]:
