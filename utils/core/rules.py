@@ -3,22 +3,30 @@
 A rule is a small object that carries its own parameters and names the functions it replaces
 (``functions``); :mod:`utils.core.settings` collects one rule per ``kind`` and
 :class:`utils.core.excitation.ExcitationMode` routes every call of those functions to ``rule.apply``. Each
-rule's backward is that of a softened stand-in, straight-through:
+rule's backward is that of a softened stand-in, straight-through.
 
-============  =======================================================================  ==========
-kind          backward                                                                  default T
-============  =======================================================================  ==========
-relu          ``gate(z / T)`` instead of ``1[z > 0]`` (ReLUs written as ``clamp``, ...)  0.3
-max_pool      softmax-pool gradient (``"soft"``), its weights held (``"detached"``),    0.3
-              or the hard max's (``"hard"``); 2-D and adaptive 2-D pools
-silu          ``sigmoid(z / T)``: ``z * sigmoid(z / T)`` with the gate held             1.6
-gelu          ``Phi(z / T)`` (standard normal CDF)                                      1.0
-layer_norm    the layer norm's gradient with its mean and variance held                 --
-attention     the gradient of ``softmax(Q K^T / (sqrt(d) T)) V``                         1.5
-leaky_relu    ``a + (1 - a) sigmoid(z / T)``                                            as relu
-hardtanh      ``sigmoid((z - lo) / T) sigmoid((hi - z) / T)`` (ReLU6 = hardtanh(0, 6))   as relu
-hardswish     ``hardsigmoid(z / T)``: ``z * hardsigmoid(z)`` with the gate held          1.0
-============  =======================================================================  ==========
+One convention for every kind (:func:`utils.core.settings.make_settings`): its keyword takes a temperature T, or
+``None`` for "off", the function's own exact backward (``rules={kind: None}`` is the same); ``"relu"`` means the
+ReLU's temperature.
+
+============  ===================================================================  ==========================  =======
+kind          backward                                                             keyword                     default
+============  ===================================================================  ==========================  =======
+relu          ``gate(z / T)`` instead of ``1[z > 0]``; also ``clamp(min=0)``,      ``temperature``             0.3
+              ``maximum(z, 0)``, ``where(z > 0, z, 0)``, ``z * (z > 0)``, ...
+max_pool      softmax-pool gradient (``pool="soft"``) or with its weights held     ``pool_temperature``        "relu"
+              (``"detached"``); 2-D and adaptive 2-D pools. Off: also
+              ``pool="hard"``, ``soft_maxpool=False``
+silu          ``sigmoid(z / T)``: ``z * sigmoid(z / T)`` with the gate held        ``silu_temperature``        1.6
+gelu          ``Phi(z / T)`` (standard normal CDF)                                 ``gelu_temperature``        1.0
+layer_norm    the layer norm's gradient with its mean and variance held            ``layer_norm``              "held"
+              (``"held"``). Off: also ``"exact"``
+attention     the gradient of ``softmax(Q K^T / (sqrt(d) T)) V``                   ``attention_temperature``   1.5
+leaky_relu    ``a + (1 - a) sigmoid(z / T)``                                       ``leaky_relu_temperature``  "relu"
+hardtanh      ``sigmoid((z - lo) / T) sigmoid((hi - z) / T)``; also ReLU6 and      ``hardtanh_temperature``    "relu"
+              ``clamp(z, lo, hi)``, one bound infinite when absent
+hardswish     ``hardsigmoid(z / T)``: ``z * hardsigmoid(z)`` with the gate held    ``hardswish_temperature``   1.0
+============  ===================================================================  ==========================  =======
 """
 from __future__ import annotations
 

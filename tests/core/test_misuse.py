@@ -1,0 +1,156 @@
+"""What a careful user still hits: each case either gives the right field or a clear error, never a silent wrong."""
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from utils import excitation_pullback, make_settings, pullback_ascent, soft_backward, vanilla_gradient
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).double().eval()
+
+
+def x6(seed=1):
+    return torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+
+class Overlapping(nn.Module):
+    """A model whose forward makes two threads' pullbacks overlap, the first one in finishing first: thread 0
+    enters, thread 1 enters, thread 0 leaves, thread 1 leaves."""
+
+    def __init__(self):
+        super().__init__()
+        self.net, self.entered, self.left = mlp(), [threading.Event(), threading.Event()], threading.Event()
+
+    def forward(self, x):
+        role = int(threading.current_thread().name)
+        self.entered[role].set()
+        if role == 0:
+            assert self.entered[1].wait(10)
+        else:
+            assert self.left.wait(10)
+        return self.net(x)
+
+
+def test_overlapping_pullbacks_in_threads_leave_requires_grad_as_it_was():
+    model, x = Overlapping().double().eval(), x6()
+    model.net[0].bias.requires_grad_(False)  # a mix of frozen and trainable parameters
+    flags = [p.requires_grad for p in model.parameters()]
+    results, errors = {}, []
+
+    def work(role):
+        try:
+            if role == 1:
+                assert model.entered[0].wait(10)  # thread 0 is inside its pullback (its parameters frozen)
+            results[role] = excitation_pullback(model, x, 1)
+            if role == 0:
+                model.left.set()
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(role,), name=str(role)) for role in (0, 1)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    expected = excitation_pullback(model.net, x, 1)
+    assert torch.equal(results[0], expected) and torch.equal(results[1], expected)
+    assert [p.requires_grad for p in model.parameters()] == flags
+
+
+@pytest.mark.parametrize("alpha, eps", [(float("inf"), 100.0), (float("nan"), 1.0), (20.0, float("nan")),
+                                        (-1.0, 1.0), (20.0, 0.0)])
+def test_ascent_refuses_a_step_or_radius_that_is_not_a_positive_number(alpha, eps):
+    model, x = nn.Sequential(nn.Flatten(), mlp().float()), torch.rand(2, 1, 2, 3) * 2 - 1
+    with pytest.raises(ValueError, match="alpha must be a finite number > 0 and eps a number > 0"):
+        pullback_ascent(model, x, 1, steps=1, alpha=alpha, eps=eps)
+
+
+def test_ascent_with_an_infinite_radius_is_unconstrained():
+    model, x = nn.Sequential(nn.Flatten(), mlp().float()), torch.rand(2, 1, 2, 3) * 0.2 - 0.1
+    step = pullback_ascent(model, x, 1, steps=1, alpha=0.05, eps=float("inf"))
+    g = excitation_pullback(model, x, 1)
+    torch.testing.assert_close(step, x + 0.05 * g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
+
+
+def test_make_settings_refuses_settings_with_other_keywords():
+    s = make_settings(temperature=0.3)
+    assert make_settings(settings=s) is s
+    with pytest.raises(TypeError, match="temperature"):
+        make_settings(settings=s, temperature=5.0)
+    with pytest.raises(TypeError, match="cannot be combined with .*pool"):
+        excitation_pullback(mlp(), x6(), 1, settings=s, pool="hard")
+
+
+def test_missing_target_is_named():
+    with pytest.raises(TypeError, match="target is required"):
+        excitation_pullback(mlp(), x6(), None)
+    with pytest.raises(TypeError, match="target is required"):
+        vanilla_gradient(mlp(), x6(), None)
+
+
+def test_inference_mode_and_inference_tensors_get_a_clear_message():
+    model, x = mlp(), x6()
+    flags = [p.requires_grad for p in model.parameters()]
+    with torch.inference_mode():
+        with pytest.raises(RuntimeError, match="inside torch.inference_mode"):
+            excitation_pullback(model, x, 1)
+        frozen_x = x.clone()
+    assert frozen_x.is_inference()  # an input made there is taken as it is
+    torch.testing.assert_close(excitation_pullback(model, frozen_x, 1), excitation_pullback(model, x, 1))
+    torch.testing.assert_close(vanilla_gradient(model, frozen_x, 1), vanilla_gradient(model, x, 1))
+    assert [p.requires_grad for p in model.parameters()] == flags
+    with torch.inference_mode():
+        made_there = mlp()
+    with pytest.raises(RuntimeError, match="parameters or buffers are inference tensors.*outside"):
+        excitation_pullback(made_there, x, 1)
+
+
+class Head(nn.Module):
+    """``Linear(act(x * 1.0))`` on (N, 6) inputs, or through a (1, 2, 3) image for 2-D layers."""
+
+    def __init__(self, act, image=False):
+        super().__init__()
+        self.act, self.image, self.fc = act, image, nn.Linear(4 if image else 6, 3)
+
+    def forward(self, x):
+        y = x * 1.0
+        return self.fc(self.act(y.view(-1, 1, 2, 3) if self.image else y).flatten(1))
+
+
+OFF_CASES = [(nn.ReLU(), "temperature"), (nn.MaxPool2d((1, 2), stride=1), "pool_temperature"),
+             (nn.SiLU(), "silu_temperature"), (nn.GELU(), "gelu_temperature"), (nn.LayerNorm(6), "layer_norm"),
+             (nn.Softmax(dim=-1), "attention_temperature"), (nn.Hardswish(), "hardswish_temperature"),
+             (nn.LeakyReLU(0.1), "leaky_relu_temperature"), (nn.ReLU6(), "hardtanh_temperature")]
+
+
+@pytest.mark.parametrize("act, keyword", OFF_CASES, ids=[k for _, k in OFF_CASES])
+def test_none_is_off_for_every_kind(act, keyword):
+    torch.manual_seed(0)
+    model = Head(act, image=isinstance(act, nn.MaxPool2d)).double().eval()
+    nn.init.normal_(model.fc.weight)
+    x = x6() * 4
+    vanilla = vanilla_gradient(model, x, 1)
+    assert not torch.allclose(excitation_pullback(model, x, 1), vanilla, rtol=1e-3)
+    torch.testing.assert_close(excitation_pullback(model, x, 1, **{keyword: None}), vanilla)
+    kind = {"temperature": "relu", "pool_temperature": "max_pool", "layer_norm": "layer_norm"}.get(
+        keyword, keyword.replace("_temperature", ""))
+    assert make_settings(**{keyword: None}).rule(kind) is None
+
+
+@pytest.mark.parametrize("act, keyword", [(nn.LeakyReLU(0.1), "leaky_relu_temperature"),
+                                          (nn.ReLU6(), "hardtanh_temperature"),
+                                          (nn.MaxPool2d((1, 2), stride=1), "pool_temperature")])
+def test_relu_temperature_is_followed_by_default_and_by_name(act, keyword):
+    torch.manual_seed(0)
+    model, x = Head(act, image=isinstance(act, nn.MaxPool2d)).double().eval(), x6() * 4
+    apart = excitation_pullback(model, x, 1, temperature=2.0, **{keyword: 0.7})
+    for following in ({}, {keyword: "relu"}):
+        torch.testing.assert_close(excitation_pullback(model, x, 1, temperature=0.7, **following), apart)
+    with pytest.raises(ValueError, match=f"{keyword} must be a number > 0, None"):
+        make_settings(**{keyword: "exact"})
