@@ -1,12 +1,15 @@
 """What a careful user still hits: each case either gives the right field or a clear error, never a silent wrong."""
+import copy
 import threading
 
 import pytest
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint as checkpoint
 from torch import nn
 
-from utils import excitation_pullback, make_settings, pullback_ascent, soft_backward, vanilla_gradient
+from utils import (UnsupportedNonlinearityError, excitation_pullback, make_settings, pullback_ascent, soft_backward,
+                   vanilla_gradient)
 
 
 def mlp(seed=0):
@@ -154,3 +157,131 @@ def test_relu_temperature_is_followed_by_default_and_by_name(act, keyword):
         torch.testing.assert_close(excitation_pullback(model, x, 1, temperature=0.7, **following), apart)
     with pytest.raises(ValueError, match=f"{keyword} must be a number > 0, None"):
         make_settings(**{keyword: "exact"})
+
+
+class HandReLU(torch.autograd.Function):
+    """A ReLU with its own backward: no rule can soften it."""
+
+    @staticmethod
+    def forward(ctx, z):
+        ctx.save_for_backward(z)
+        return z.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (z,) = ctx.saved_tensors
+        return grad * (z > 0)
+
+
+def test_custom_autograd_function_is_named_unless_strict_is_off():
+    model, x = Head(nn.Identity()).double().eval(), x6()
+    model.act.forward = HandReLU.apply
+    with pytest.raises(UnsupportedNonlinearityError, match="HandReLU .*custom torch.autograd.Function"):
+        excitation_pullback(model, x, 1)
+    torch.testing.assert_close(excitation_pullback(model, x, 1, strict=False), vanilla_gradient(model, x, 1))
+    assert "forward" not in model.__dict__
+
+
+class PlainCheckpoint(nn.Module):
+    """``fc2(relu(fc1(x)))`` with the ReLU inside ``checkpoint`` of a plain function (no module inside)."""
+
+    def __init__(self, reentrant=None):
+        super().__init__()
+        self.fc1, self.fc2, self.reentrant = nn.Linear(6, 8), nn.Linear(8, 3), reentrant
+
+    def forward(self, x):
+        z = self.fc1(x)
+        if self.reentrant is None:
+            return self.fc2(F.relu(z))
+        return self.fc2(checkpoint.checkpoint(lambda t: F.relu(t) * 1.0, z, use_reentrant=self.reentrant))
+
+
+def field_by_backward(model, x, target=1, **settings):
+    with soft_backward(model, **settings):
+        leaf = x.clone().requires_grad_()
+        model(leaf)[:, target].sum().backward()  # (reentrant checkpoints take .backward(), not autograd.grad)
+    return leaf.grad
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_checkpoint_of_a_plain_function_gets_the_rules(reentrant):
+    torch.manual_seed(0)
+    plain = PlainCheckpoint().double().eval()
+    model = PlainCheckpoint(reentrant).double().eval()
+    model.load_state_dict(plain.state_dict())
+    x = x6()
+    expected = excitation_pullback(plain, x, 1, temperature=0.5)
+    assert not torch.allclose(expected, vanilla_gradient(plain, x, 1))
+    torch.testing.assert_close(field_by_backward(model, x, temperature=0.5), expected)
+    if not reentrant:
+        torch.testing.assert_close(excitation_pullback(model, x, 1, temperature=0.5), expected)
+
+
+def test_checkpoint_recomputed_on_another_thread_gets_the_rules():
+    """A CUDA backward pass runs on the device's own thread, where no context is open: the recomputation must take
+    the settings of the forward call that made the checkpoint (here: the backward run from another thread)."""
+    torch.manual_seed(0)
+    plain = PlainCheckpoint().double().eval()
+    model = PlainCheckpoint(False).double().eval()
+    model.load_state_dict(plain.state_dict())
+    x = x6()
+    leaf = x.clone().requires_grad_()
+    with soft_backward(model, temperature=0.5):
+        out = model(leaf)[:, 1].sum()
+        th = threading.Thread(target=out.backward)
+        th.start()
+        th.join()
+    torch.testing.assert_close(leaf.grad, excitation_pullback(plain, x, 1, temperature=0.5))
+
+
+def test_deep_copy_made_inside_the_block_is_its_own_model():
+    model, x = mlp(), x6()
+    with soft_backward(model):
+        twin = copy.deepcopy(model)
+    assert "forward" not in model.__dict__
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.mul_(0.5)
+        expected = twin[2](twin[1](twin[0](x)))
+        assert torch.equal(twin(x), expected) and not torch.allclose(model(x), expected)
+    torch.testing.assert_close(excitation_pullback(twin, x, 1), excitation_pullback(copy.deepcopy(twin), x, 1))
+
+
+class Wrapped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = mlp()
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_a_submodule_called_directly_inside_the_block_gets_the_rules():
+    clf, x = Wrapped().eval(), x6()
+    expected = excitation_pullback(clf.net, x, 1, temperature=0.5)
+    assert not torch.allclose(expected, vanilla_gradient(clf.net, x, 1))
+    with soft_backward(clf, temperature=0.5):
+        leaf = x.clone().requires_grad_()
+        (direct,) = torch.autograd.grad(clf.net(leaf)[:, 1].sum(), leaf)
+        leaf = x.clone().requires_grad_()
+        (through,) = torch.autograd.grad(clf(leaf)[:, 1].sum(), leaf)
+    torch.testing.assert_close(direct, expected)
+    torch.testing.assert_close(through, expected)
+    torch.testing.assert_close(grad_of(clf.net, x), vanilla_gradient(clf.net, x, 1))  # after the block: plain
+
+
+def grad_of(model, x, target=1):
+    leaf = x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(model(leaf)[:, target].sum(), leaf)
+    return g
+
+
+def test_torch_func_and_double_backward_are_refused_clearly():
+    model, x = mlp(), x6()
+    with soft_backward(model):
+        with pytest.raises(RuntimeError, match="torch.func transforms .* cannot run through soft_backward"):
+            torch.func.grad(lambda t: model(t)[:, 1].sum())(x)
+        leaf = x.clone().requires_grad_()
+        with pytest.raises(RuntimeError, match="create_graph=True"):
+            torch.autograd.grad(model(leaf)[:, 1].sum(), leaf, create_graph=True)
+    assert "forward" not in model.__dict__

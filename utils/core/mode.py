@@ -16,8 +16,12 @@ from torch import nn
 
 from . import interception as calls
 from .interception import Interceptor
+from .recompute import checkpoint_frame, recompute_under
 from .settings import Settings
 from .surrogates import AttentionValues
+
+
+_top_saved_tensors_hooks = torch._C._autograd._top_saved_tensors_default_hooks
 
 
 class UnsupportedNonlinearityError(TypeError):
@@ -79,8 +83,8 @@ class ExcitationMode(Interceptor):
     """How many recent batch-norm outputs stay recomputable: a residual block may run its shortcut's convolution
     and batch norm between its last batch norm and the addition (torchvision's Bottleneck with downsample)."""
 
-    def __init__(self, settings: Settings):
-        handlers = {fn: functools.partial(rule.apply, self) for fn, rule in settings.dispatch.items()}
+    def __init__(self, settings: Settings, recipes: bool = True):
+        handlers = {fn: functools.partial(self._rule_call, rule.apply) for fn, rule in settings.dispatch.items()}
         relu = settings.rule("relu")
         if relu is not None:
             handlers[F.batch_norm] = self._batch_norm
@@ -100,6 +104,29 @@ class ExcitationMode(Interceptor):
         self.recipes: dict[int, Recipe] = {}  # id of a recent tensor -> its recipe
         self.attention: dict[int, tuple] = {}  # id of recent attention weights -> (weights, version, logits, T)
         self.masks: dict[int, tuple] = {}  # id of a recent ``z > 0`` -> (mask, version, z)
+        self.use_recipes, self.in_checkpoint, self.last_pack_hook = recipes, False, None
+
+    def _rule_call(self, apply, func, args, kwargs):
+        hooks = _top_saved_tensors_hooks(False)  # None unless a checkpoint (or other saved-tensor hooks) is active
+        if hooks is not None or self.in_checkpoint:
+            self._note_checkpoint(hooks)
+        return apply(self, func, args, kwargs)
+
+    def _note_checkpoint(self, hooks) -> None:
+        """Inside a non-reentrant checkpoint, make it recompute under this mode's settings; and keep batch-norm
+        recipes out of it: the recomputation must save the same tensors as the first call, and it cannot see a
+        recipe made before the checkpoint."""
+        if hooks is None:
+            self.in_checkpoint = False
+        elif hooks[0] is not self.last_pack_hook:
+            frame = checkpoint_frame(hooks[0])
+            if frame is not None:
+                recompute_under(frame, self.recompute_mode)
+            self.in_checkpoint, self.last_pack_hook = frame is not None, hooks[0]
+
+    def recompute_mode(self) -> "ExcitationMode":
+        """A mode with these settings for calls run again in the backward pass (no batch-norm recipes)."""
+        return ExcitationMode(self.settings, recipes=False)
 
     # -- batch-norm recipes (the ReLU rule's memory saving) --------------------------------------------------------
     def _batch_norm(self, func, args, kwargs):
@@ -148,6 +175,8 @@ class ExcitationMode(Interceptor):
         """The :class:`Recipe` of ``z`` if ``z`` is, unchanged since, an inference-mode batch norm's output plus
         addends, made by recent calls from inputs that did not change since; else None (the gate itself is then
         saved). Used once: the recipe is forgotten."""
+        if not self.use_recipes or self.in_checkpoint:
+            return None
         recipe = self._valid_recipe(z)
         self.recipes.pop(id(z), None)
         return recipe
