@@ -285,3 +285,79 @@ def test_torch_func_and_double_backward_are_refused_clearly():
         with pytest.raises(RuntimeError, match="create_graph=True"):
             torch.autograd.grad(model(leaf)[:, 1].sum(), leaf, create_graph=True)
     assert "forward" not in model.__dict__
+
+
+class Spelled(nn.Module):
+    """``act(x * 1.0)`` for an activation written as a function, then a linear readout."""
+
+    def __init__(self, spelling):
+        super().__init__()
+        self.spelling, self.fc = spelling, nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc(self.spelling(x * 1.0))
+
+
+def _mul_in_place(z):
+    y = z * 1.0
+    return y.mul_(y > 0)
+
+
+RELU_SPELLINGS = {
+    "maximum(z, zeros_like(z))": lambda z: torch.maximum(z, torch.zeros_like(z)),
+    "where(z > 0, z, zeros_like(z))": lambda z: torch.where(z > 0, z, torch.zeros_like(z)),
+    "where(z >= 0, z, 0)": lambda z: torch.where(z >= 0, z, 0),
+    "where(z < 0, 0, z)": lambda z: torch.where(z < 0, 0.0, z),
+    "z.where(z > 0, 0)": lambda z: z.where(z > 0, 0.0),
+    "z * (z > 0)": lambda z: z * (z > 0),
+    "(z > 0).float() * z": lambda z: (z > 0).float() * z,
+    "z.mul_(z > 0)": _mul_in_place,
+    "max(z, new_zeros)": lambda z: torch.max(z, z.new_zeros(())),
+}
+CLAMP_SPELLINGS = {  # spelling, its gate (T = 0.3)
+    "z.clamp(0, 6)": (lambda z: z.clamp(0, 6), lambda z: torch.sigmoid(z / 0.3) * torch.sigmoid((6 - z) / 0.3)),
+    "clamp(z, -1, 1)": (lambda z: torch.clamp(z, -1.0, 1.0),
+                        lambda z: torch.sigmoid((z + 1) / 0.3) * torch.sigmoid((1 - z) / 0.3)),
+    "z.clamp(max=1)": (lambda z: z.clamp(max=1.0), lambda z: torch.sigmoid((1 - z) / 0.3)),
+    "clamp_min(z, 0.5)": (lambda z: torch.clamp_min(z, 0.5), lambda z: torch.sigmoid((z - 0.5) / 0.3)),
+}
+UNRECOGNISED = {
+    "where(z > 0, z, 0.1 * z)": lambda z: torch.where(z > 0, z, 0.1 * z),
+    "z * (z > 1)": lambda z: z * (z > 1),
+    "maximum(z, -z)": lambda z: torch.maximum(z, -z),
+    "clamp(z, min=tensor)": lambda z: z.clamp(min=torch.full_like(z, 0.5)),
+}
+
+
+def spelled(spelling, seed=0):
+    torch.manual_seed(seed)
+    return Spelled(spelling).double().eval(), x6() * 3
+
+
+@pytest.mark.parametrize("name", RELU_SPELLINGS)
+def test_relu_spellings_are_softened(name):
+    model, x = spelled(RELU_SPELLINGS[name])
+    relu, _ = spelled(F.relu)
+    with torch.no_grad():
+        assert torch.equal(model(x), relu(x))
+    expected = excitation_pullback(relu, x, 1)
+    assert not torch.allclose(expected, vanilla_gradient(relu, x, 1))
+    torch.testing.assert_close(excitation_pullback(model, x, 1), expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", CLAMP_SPELLINGS)
+def test_clamps_take_the_hardtanh_rule(name):
+    spelling, gate = CLAMP_SPELLINGS[name]
+    model, x = spelled(spelling)
+    expected = model.fc.weight.detach()[1] * gate(x)
+    torch.testing.assert_close(excitation_pullback(model, x, 1), expected, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(excitation_pullback(model, x, 1, hardtanh_temperature=None),
+                               vanilla_gradient(model, x, 1))
+
+
+@pytest.mark.parametrize("name", UNRECOGNISED)
+def test_unrecognised_relu_like_calls_are_named_under_strict(name):
+    model, x = spelled(UNRECOGNISED[name])
+    with pytest.raises(UnsupportedNonlinearityError, match="has no excitation rule"):
+        excitation_pullback(model, x, 1)
+    torch.testing.assert_close(excitation_pullback(model, x, 1, strict=False), vanilla_gradient(model, x, 1))

@@ -105,6 +105,7 @@ class _Forward:
                 out = self.eager(*args, **kwargs)
         finally:
             _local.depth -= 1
+        mode.raise_deferred()
         if torch.is_grad_enabled():
             custom = inspect_graph(out, since, mode.recompute_mode)
             if custom and settings.strict:
@@ -182,6 +183,7 @@ def _exit_direct_call(module, args, output):
     if current is not None and current[0] is module:
         _local.direct = None
         current[1].__exit__(None, None, None)
+        current[1].raise_deferred()
 
 
 def _excitation_mode_active() -> bool:

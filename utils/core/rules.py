@@ -238,12 +238,19 @@ class HardtanhRule(GatedRule):
 
     def gate_of(self, func, args, kwargs):
         if func is F.relu6:
-            lo, hi = 0.0, 6.0
-        else:
-            lo = float(calls.bound_argument(args, kwargs, 1, "min_val", -1.0))
-            hi = float(calls.bound_argument(args, kwargs, 2, "max_val", 1.0))
+            return self.gate_between(0.0, 6.0)
+        return self.gate_between(float(calls.bound_argument(args, kwargs, 1, "min_val", -1.0)),
+                         float(calls.bound_argument(args, kwargs, 2, "max_val", 1.0)))
+
+    def gate_between(self, lo: float, hi: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``z -> sigmoid((z - lo) / T) * sigmoid((hi - z) / T)``; an infinite bound's factor is 1."""
         inv_t = 1.0 / self.temperature
         return lambda z: flush_tiny_(torch.sigmoid((z - lo) * inv_t).mul_(torch.sigmoid((hi - z) * inv_t)))
+
+    def disguised(self, z: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor], inplace: bool, lo: float,
+                  hi: float):
+        """``clamp(z, lo, hi)`` (or another spelling, ``run(z)``, of it): its own forward, this rule's backward."""
+        return SoftGate.apply(z, run, self.gate_between(lo, hi), inplace)
 
 
 class LayerNormRule(Rule):
