@@ -326,6 +326,7 @@ UNRECOGNISED = {
     "z * (z > 1)": lambda z: z * (z > 1),
     "maximum(z, -z)": lambda z: torch.maximum(z, -z),
     "clamp(z, min=tensor)": lambda z: z.clamp(min=torch.full_like(z, 0.5)),
+    "hardshrink(z, 0.5)": lambda z: F.hardshrink(z, 0.5),
 }
 
 

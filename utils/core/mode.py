@@ -32,6 +32,7 @@ class UnsupportedNonlinearityError(TypeError):
 
 _NO_RULE_NAMES = (
     "mish", "elu", "elu_", "selu", "selu_", "celu", "celu_", "softplus", "prelu", "rrelu", "rrelu_", "glu",
+    "hardshrink", "softshrink",
     "max_pool1d", "max_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices",
     "adaptive_max_pool1d", "adaptive_max_pool3d", "adaptive_max_pool1d_with_indices",
     "adaptive_max_pool2d_with_indices", "adaptive_max_pool3d_with_indices", "fractional_max_pool2d",
@@ -43,7 +44,8 @@ UNSUPPORTED_FUNCTIONS = {
 """Nonlinearities with no rule: strict mode names them, otherwise they keep their exact backward. (Sigmoid and
 Hardsigmoid, as multiplicative gates in squeeze-excitation blocks, keep their exact backward without a word.)"""
 UNSUPPORTED_MODULES = (
-    nn.Mish, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.PReLU, nn.RReLU, nn.GLU, nn.MaxPool1d, nn.MaxPool3d,
+    nn.Mish, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.PReLU, nn.RReLU, nn.GLU, nn.Hardshrink, nn.Softshrink,
+    nn.MaxPool1d, nn.MaxPool3d,
     nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool3d, nn.FractionalMaxPool2d, nn.FractionalMaxPool3d,
 )
 

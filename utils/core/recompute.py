@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Callable, ContextManager
 
 import torch
+from torch.autograd.function import BackwardCFunction
 from torch.utils._pytree import tree_leaves
 from torch.utils.checkpoint import CheckpointFunction, _CheckpointFrame
 
@@ -67,18 +68,18 @@ def inspect_graph(outputs, since: int, make_mode: MakeMode) -> list[str]:
     number ``since`` (``torch._C._autograd._get_sequence_nr()`` before the forward call): every reentrant checkpoint
     among them recomputes under ``make_mode()``; returns the names of the custom ``autograd.Function``s found."""
     stack = [t.grad_fn for t in tree_leaves(outputs) if isinstance(t, torch.Tensor) and t.grad_fn is not None]
-    seen, custom = set(), []
+    seen, custom = set(), set()
     while stack:
         node = stack.pop()
-        if node is None or id(node) in seen:
+        key = id(node)  # (the graph keeps every node alive during the walk: ids are not reused)
+        if key in seen or node._sequence_nr() < since:  # seen, or made before this forward call
             continue
-        seen.add(id(node))  # (the graph keeps every node alive during the walk: ids are not reused)
-        if node._sequence_nr() < since:
-            continue  # made before this forward call
-        cls = getattr(node, "_forward_cls", None)
-        if cls is CheckpointFunction:
-            node.run_function = _under(node.run_function, make_mode)
-        elif cls is not None and not _is_known(cls):
-            custom.append(f"{cls.__qualname__} (a custom torch.autograd.Function)")
-        stack.extend(fn for fn, _ in node.next_functions)
-    return sorted(set(custom))
+        seen.add(key)
+        if isinstance(node, BackwardCFunction):  # a Python autograd.Function
+            cls = node._forward_cls
+            if cls is CheckpointFunction:
+                node.run_function = _under(node.run_function, make_mode)
+            elif not _is_known(cls):
+                custom.add(f"{cls.__qualname__} (a custom torch.autograd.Function)")
+        stack.extend(fn for fn, _ in node.next_functions if fn is not None)
+    return sorted(custom)
