@@ -362,3 +362,20 @@ def test_unrecognised_relu_like_calls_are_named_under_strict(name):
     with pytest.raises(UnsupportedNonlinearityError, match="has no excitation rule"):
         excitation_pullback(model, x, 1)
     torch.testing.assert_close(excitation_pullback(model, x, 1, strict=False), vanilla_gradient(model, x, 1))
+
+
+def test_a_rule_sees_only_its_context():
+    from utils.core.rules import ReLURule, RuleContext
+
+    seen = []
+
+    class Watched(ReLURule):
+        def apply(self, ctx, func, args, kwargs):
+            seen.append(ctx)
+            return super().apply(ctx, func, args, kwargs)
+
+    model, x = mlp(), x6()
+    torch.testing.assert_close(excitation_pullback(model, x, 1, rules={"relu": Watched()}),
+                               excitation_pullback(model, x, 1))
+    assert seen and all(type(ctx) is RuleContext for ctx in seen)
+    assert RuleContext._fields == ("recipe_of", "remember_attention", "unsupported")

@@ -19,6 +19,7 @@ from . import interception as calls
 from .disguises import DisguisedReLUs
 from .interception import Interceptor
 from .recompute import checkpoint_frame, recompute_under
+from .rules import RuleContext
 from .settings import Settings
 from .surrogates import AttentionValues
 
@@ -102,12 +103,13 @@ class ExcitationMode(Interceptor, DisguisedReLUs):
         self.zeros: dict[int, tuple] = {}  # id of a recent ``zeros_like(...)`` -> (tensor, version)
         self.use_recipes, self.in_checkpoint, self.last_pack_hook = recipes, False, None
         self.deferred: UnsupportedNonlinearityError | None = None
+        self.context = RuleContext(self.recipe_of, self.remember_attention, self.unsupported)
 
     def _rule_call(self, apply, func, args, kwargs):
         hooks = _top_saved_tensors_hooks(False)  # None unless a checkpoint (or other saved-tensor hooks) is active
         if hooks is not None or self.in_checkpoint:
             self._note_checkpoint(hooks)
-        return apply(self, func, args, kwargs)
+        return apply(self.context, func, args, kwargs)
 
     def _note_checkpoint(self, hooks) -> None:
         """Inside a non-reentrant checkpoint, make it recompute under this mode's settings; and keep batch-norm
