@@ -1,6 +1,8 @@
 """Projected L2 gradient ascent in pixel space along excitation pullbacks (or vanilla gradients)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -44,7 +46,7 @@ def pullback_ascent(model: nn.Module, x: torch.Tensor, target: Target, steps: in
         target: class index (int) or one per sample.
         steps: number of ascent steps (default 5; the paper shows 1, 5 and 10).
         alpha: L2 norm of each raw step, in [-1, 1] pixel units (default 20).
-        eps: radius of the L2 ball around ``x`` (default 100).
+        eps: radius of the L2 ball around ``x`` (default 100; ``inf``: no ball).
         method: ``"pullback"`` (excitation pullback) or ``"gradient"`` (vanilla gradient).
         temperature, gate, soft_maxpool, **settings: excitation pullback settings, every keyword
             :func:`excitation_pullback` takes (ignored for "gradient").
@@ -62,8 +64,9 @@ def pullback_ascent(model: nn.Module, x: torch.Tensor, target: Target, steps: in
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if int(steps) != steps or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    if not (alpha > 0 and eps > 0):
-        raise ValueError(f"alpha and eps must be > 0, got alpha={alpha!r}, eps={eps!r}")
+    if not (0 < alpha < math.inf and eps > 0):  # (an infinite eps is no ball: unconstrained ascent)
+        raise ValueError(f"alpha must be a finite number > 0 and eps a number > 0 (inf for no ball), "
+                         f"got alpha={alpha!r}, eps={eps!r}")
     chosen = make_settings(temperature=temperature, gate=gate, soft_maxpool=soft_maxpool, **settings)  # checked once
 
     def direction(image):

@@ -2,8 +2,10 @@
 
 The model's forward runs under :class:`~utils.core.mode.ExcitationMode`, an :class:`~utils.core.interception.Interceptor` that
 routes every call of a function some rule replaces (:mod:`utils.core.rules`) to that rule, one autograd node per
-call. The mode is pushed only while a patched model's forward runs, in the thread that runs it, with the
-settings that thread chose last for that model (:mod:`utils.core.settings`).
+call. The mode is pushed only while a patched model's forward runs, or one of its submodules is called directly
+inside the block, in the thread that runs it, with the settings that thread chose last for that model
+(:mod:`utils.core.settings`). Checkpointed parts, recomputed in the backward pass, take the settings of the call
+that made them (:mod:`utils.core.recompute`); a custom ``autograd.Function`` in the model is named (strict).
 
 Safe use: the forward wrapper is installed once per model, however many contexts (nested, or in several threads)
 use it, and removed when the last one exits; each context only adds and removes its own entry on its thread's
@@ -15,12 +17,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import types
+from copy import deepcopy
 
 import torch
 from torch import nn
 
 from .interception import MAXPOOL2D_FUNCTIONS, RELU_FUNCTIONS  # noqa: F401  (public names)
 from .mode import ExcitationMode, UnsupportedNonlinearityError, unsupported_modules  # noqa: F401
+from .recompute import inspect_graph
 from .settings import Settings, make_settings
 
 
@@ -28,12 +33,12 @@ from .settings import Settings, make_settings
 
 class _Entry:
     """One ``soft_backward`` context: its model, settings (compared by identity) and the ids of its submodules."""
-    __slots__ = ("model", "settings", "members", "recompute_mode")
+    __slots__ = ("model", "settings", "members", "direct_mode")
 
     def __init__(self, model, settings):
         self.model, self.settings = model, settings
         self.members = {id(m) for m in model.modules()}
-        self.recompute_mode = None  # one mode for all recomputed calls, so that they share batch-norm recipes
+        self.direct_mode = None
 
 
 _local = threading.local()
@@ -66,42 +71,74 @@ def _compiled_original(model: nn.Module):
     return model._orig_mod if isinstance(model, OptimizedModule) else None
 
 
+class _Forward:
+    """The ``forward`` a patched model carries while any context on it is open: runs ``model``'s own forward under
+    an :class:`ExcitationMode` with this thread's innermost settings for ``model``, else unchanged.
+
+    A deep copy of the model made inside the block gets the model's own forward, bound to the copy (the copy is
+    another model: it is not patched)."""
+
+    def __init__(self, model: nn.Module, own):
+        self.model, self.own = model, own
+        self.original = model.forward
+        eager = _compiled_original(model)
+        self.eager = eager.forward if eager is not None else self.original
+        # TorchDynamo cannot trace the interception: a compiled caller runs it eagerly (graph break).
+        self.run = _dynamo_disable(self._run)
+        functools.update_wrapper(self, self.original)
+
+    def __call__(self, *args, **kwargs):
+        return self.run(*args, **kwargs)
+
+    def _run(self, *args, **kwargs):
+        settings = active_settings(self.model)
+        if settings is None:  # another thread's context, or none of this thread's
+            return self.original(*args, **kwargs)
+        if torch._C._are_functorch_transforms_active():
+            raise RuntimeError("torch.func transforms (grad, vmap, jacrev, ...) cannot run through soft_backward: "
+                               "compute the field with excitation_pullback (it takes a batch), or torch.autograd.grad "
+                               "inside the block")
+        since = torch._C._autograd._get_sequence_nr()
+        _local.depth = getattr(_local, "depth", 0) + 1
+        try:
+            with ExcitationMode(settings) as mode:
+                out = self.eager(*args, **kwargs)
+        finally:
+            _local.depth -= 1
+        mode.raise_deferred()
+        if torch.is_grad_enabled():
+            custom = inspect_graph(out, since, mode.recompute_mode)
+            if custom and settings.strict:
+                raise UnsupportedNonlinearityError(
+                    f"no excitation rule for {', '.join(custom)}: its own backward would be used; pass strict=False "
+                    "to keep it")
+        return out
+
+    def __deepcopy__(self, memo):
+        copy = memo.get(id(self.model))
+        if copy is None:  # the forward alone is copied: it stays this model's
+            return self
+        if self.own is not _MISSING:
+            return deepcopy(self.own, memo)
+        return types.MethodType(type(self.model).forward, copy)
+
+
 def _install(model: nn.Module) -> None:
     with _lock:
         record = _installed.get(id(model))
         if record is None:
             own = model.__dict__.get("forward", _MISSING)
-            original = model.forward
-            eager = _compiled_original(model)
-            eager = eager.forward if eager is not None else original
-
-            @functools.wraps(original)
-            def forward(*args, **kwargs):
-                settings = active_settings(model)
-                if settings is None:  # another thread's context, or none of this thread's
-                    return original(*args, **kwargs)
-                _local.depth = getattr(_local, "depth", 0) + 1
-                try:
-                    with ExcitationMode(settings):
-                        return eager(*args, **kwargs)
-                finally:
-                    _local.depth -= 1
-
-            # TorchDynamo cannot trace the interception: a compiled caller runs this frame eagerly (graph break).
-            forward = _dynamo_disable(forward)
+            forward = _Forward(model, own)
             model.forward = forward
             record = _installed[id(model)] = [own, 0, forward]
         record[1] += 1
-        _recompute_hooks.acquire()
+        _direct_calls.acquire()
 
 
-class _RecomputeHooks:
-    """Activation checkpointing (``torch.utils.checkpoint``, ``densenet121(memory_efficient=True)``) runs part of
-    the forward pass again during the backward pass, outside the model's forward and so outside the mode. While any
-    ``soft_backward`` context is open, global module hooks push the mode (with this thread's settings for the
-    model) around a call of any submodule of a patched model made outside a patched forward: the recomputed calls
-    then take the same rules, and save the same tensors, as the first time. (So the backward pass must run inside
-    the block, as ``excitation_pullback`` does.)"""
+class _DirectCalls:
+    """A submodule of a patched model called on its own inside the block (``clf.net(x)`` in ``soft_backward(clf)``),
+    not through the model's forward: while any ``soft_backward`` context is open, global module hooks push a mode
+    with this thread's settings for the model around such a call (the call's own submodules are inside it)."""
 
     def __init__(self):
         self.users, self.handles = 0, ()
@@ -109,8 +146,8 @@ class _RecomputeHooks:
     def acquire(self):  # under _lock
         self.users += 1
         if self.users == 1:
-            self.handles = (nn.modules.module.register_module_forward_pre_hook(_enter_recompute),
-                            nn.modules.module.register_module_forward_hook(_exit_recompute, always_call=True))
+            self.handles = (nn.modules.module.register_module_forward_pre_hook(_enter_direct_call),
+                            nn.modules.module.register_module_forward_hook(_exit_direct_call, always_call=True))
 
     def release(self):  # under _lock
         self.users -= 1
@@ -120,29 +157,38 @@ class _RecomputeHooks:
             self.handles = ()
 
 
-_recompute_hooks = _RecomputeHooks()
+_direct_calls = _DirectCalls()
 
 
-def _enter_recompute(module, args):
-    if getattr(_local, "depth", 0) or getattr(_local, "recompute", None) is not None:
-        return  # inside a patched forward, or inside a recomputed module already
-    if torch._C._current_graph_task_id() == -1:
-        return  # not in a backward pass: no recomputation
+def _enter_direct_call(module, args):
+    if getattr(_local, "depth", 0) or getattr(_local, "direct", None) is not None:
+        return  # inside a patched forward, or inside a directly called submodule already
     for entry in reversed(_stack()):
         if id(module) in entry.members:
-            if entry.recompute_mode is None:
-                entry.recompute_mode = ExcitationMode(entry.settings)
-            mode = entry.recompute_mode
+            if module is entry.model or _excitation_mode_active():
+                return  # the model's own forward pushes the mode; a recomputation runs under one already
+            if torch._C._current_graph_task_id() != -1:  # run again in a backward pass: save what the first run did
+                mode = ExcitationMode(entry.settings, recipes=False)
+            else:
+                if entry.direct_mode is None:  # one mode for the block, so that direct calls share recipes
+                    entry.direct_mode = ExcitationMode(entry.settings)
+                mode = entry.direct_mode
             mode.__enter__()
-            _local.recompute = (module, mode)
+            _local.direct = (module, mode)
             return
 
 
-def _exit_recompute(module, args, output):
-    current = getattr(_local, "recompute", None)
+def _exit_direct_call(module, args, output):
+    current = getattr(_local, "direct", None)
     if current is not None and current[0] is module:
-        _local.recompute = None
+        _local.direct = None
         current[1].__exit__(None, None, None)
+        current[1].raise_deferred()
+
+
+def _excitation_mode_active() -> bool:
+    modes = torch.overrides._get_current_function_mode_stack()
+    return bool(modes) and isinstance(modes[-1], ExcitationMode)
 
 
 def _dynamo_disable(fn):
@@ -156,7 +202,7 @@ def _dynamo_disable(fn):
 
 def _uninstall(model: nn.Module) -> None:
     with _lock:
-        _recompute_hooks.release()
+        _direct_calls.release()
         record = _installed[id(model)]
         record[1] -= 1
         if record[1]:
@@ -204,6 +250,10 @@ def soft_backward(model: nn.Module, temperature: float = 0.3, gate="sigmoid", so
     several threads at once, each thread getting its own settings. When the last context on the model exits,
     normally or by exception, in any order, the model is exactly as it was: the override of ``forward`` (an
     instance attribute) is removed; no module, parameter, buffer or hook is touched at any time.
+
+    Inside the block a submodule called on its own (``model.net(x)``) takes the rules too; a deep copy of the model
+    is another, unpatched model. The backward pass is not differentiable: ``create_graph=True`` and ``torch.func``
+    transforms through the block raise.
     """
     chosen = make_settings(temperature=temperature, gate=gate, soft_maxpool=soft_maxpool, **settings)
     _check_model(model, chosen)
@@ -218,5 +268,5 @@ def soft_backward(model: nn.Module, temperature: float = 0.3, gate="sigmoid", so
             if stack[i] is entry:
                 del stack[i]
                 break
-        entry.recompute_mode = None
+        entry.direct_mode = None
         _uninstall(model)

@@ -34,11 +34,30 @@ HARDSWISH_FUNCTIONS = (F.hardswish,)
 CLAMP_FUNCTIONS = {torch.clamp: False, torch.Tensor.clamp: False, torch.clip: False, torch.Tensor.clip: False,
                    torch.clamp_min: False, torch.Tensor.clamp_min: False, torch.Tensor.clamp_: True,
                    torch.Tensor.clip_: True, torch.Tensor.clamp_min_: True, torch.clamp_: True,
-                   torch.clamp_min_: True}
-"""Clamps -> in place; ``clamp(z, min=0)`` is a ReLU in disguise."""
-MAXIMUM_FUNCTIONS = (torch.maximum, torch.Tensor.maximum, torch.max, torch.Tensor.max)
+                   torch.clamp_min_: True, torch.clamp_max: False, torch.Tensor.clamp_max: False,
+                   torch.Tensor.clamp_max_: True, torch.clamp_max_: True}
+"""Clamps -> in place; ``clamp(z, min=0)`` is a ReLU in disguise, ``clamp(z, lo, hi)`` a hardtanh."""
+CLAMP_MIN_FUNCTIONS = (torch.clamp_min, torch.Tensor.clamp_min, torch.Tensor.clamp_min_, torch.clamp_min_)
+CLAMP_MAX_FUNCTIONS = (torch.clamp_max, torch.Tensor.clamp_max, torch.Tensor.clamp_max_, torch.clamp_max_)
+MAXIMUM_FUNCTIONS = (torch.maximum, torch.Tensor.maximum, torch.max, torch.Tensor.max, torch.fmax, torch.Tensor.fmax)
+MINIMUM_FUNCTIONS = (torch.minimum, torch.Tensor.minimum, torch.min, torch.Tensor.min, torch.fmin, torch.Tensor.fmin)
 WHERE_FUNCTIONS = (torch.where, torch.Tensor.where)
-GREATER_FUNCTIONS = (torch.gt, torch.Tensor.gt, torch.Tensor.__gt__, torch.greater)
+COMPARE_FUNCTIONS = {
+    **dict.fromkeys((torch.gt, torch.Tensor.gt, torch.Tensor.__gt__, torch.greater, torch.Tensor.greater), ">"),
+    **dict.fromkeys((torch.ge, torch.Tensor.ge, torch.Tensor.__ge__, torch.greater_equal,
+                     torch.Tensor.greater_equal), ">="),
+    **dict.fromkeys((torch.lt, torch.Tensor.lt, torch.Tensor.__lt__, torch.less, torch.Tensor.less), "<"),
+    **dict.fromkeys((torch.le, torch.Tensor.le, torch.Tensor.__le__, torch.less_equal, torch.Tensor.less_equal),
+                    "<="),
+}
+"""Comparisons -> their operator (``0 < z`` arrives as ``z.__gt__(0)``)."""
+MUL_FUNCTIONS = {torch.mul: False, torch.Tensor.mul: False, torch.Tensor.__mul__: False, torch.Tensor.__rmul__: False,
+                 torch.multiply: False, torch.Tensor.mul_: True, torch.Tensor.__imul__: True}
+"""Products -> in place (``z * (z > 0)`` is a ReLU in disguise)."""
+ZEROS_FUNCTIONS = (torch.zeros_like, torch.zeros, torch.Tensor.new_zeros)
+CAST_FUNCTIONS = (torch.Tensor.float, torch.Tensor.double, torch.Tensor.half, torch.Tensor.bfloat16, torch.Tensor.to,
+                  torch.Tensor.type_as, torch.Tensor.type)
+THRESHOLD_FUNCTIONS = {F.threshold: False, F.threshold_: True}
 MHA_FUNCTIONS = (F.multi_head_attention_forward,)
 """``nn.MultiheadAttention``'s function: the mode sees this call, not the ``scaled_dot_product_attention`` inside it
 (a mode steps aside while it handles a call), so attention has a rule for it too."""

@@ -3,7 +3,8 @@
 Every call of a function some rule replaces (:mod:`utils.core.rules`) goes to that rule, one autograd node per
 call. Besides the rules' own functions it watches inference-mode batch norms and the sums after them (so a
 ReLU's gate can be recomputed in the backward pass instead of saved), attention weights and the products that
-apply them, ReLUs written as ``clamp``, ``maximum``, ``where`` or ``threshold``, and calls with no rule.
+apply them, ReLU-like calls written without ``relu`` (:mod:`utils.core.disguises`), activation checkpoints (made
+to recompute under the same settings, :mod:`utils.core.recompute`), and calls with no rule.
 """
 from __future__ import annotations
 
@@ -15,9 +16,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import interception as calls
+from .disguises import DisguisedReLUs
 from .interception import Interceptor
+from .recompute import checkpoint_frame, recompute_under
+from .rules import RuleContext
 from .settings import Settings
 from .surrogates import AttentionValues
+
+
+_top_saved_tensors_hooks = torch._C._autograd._top_saved_tensors_default_hooks
 
 
 class UnsupportedNonlinearityError(TypeError):
@@ -26,6 +33,7 @@ class UnsupportedNonlinearityError(TypeError):
 
 _NO_RULE_NAMES = (
     "mish", "elu", "elu_", "selu", "selu_", "celu", "celu_", "softplus", "prelu", "rrelu", "rrelu_", "glu",
+    "hardshrink", "softshrink",
     "max_pool1d", "max_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices",
     "adaptive_max_pool1d", "adaptive_max_pool3d", "adaptive_max_pool1d_with_indices",
     "adaptive_max_pool2d_with_indices", "adaptive_max_pool3d_with_indices", "fractional_max_pool2d",
@@ -37,10 +45,10 @@ UNSUPPORTED_FUNCTIONS = {
 """Nonlinearities with no rule: strict mode names them, otherwise they keep their exact backward. (Sigmoid and
 Hardsigmoid, as multiplicative gates in squeeze-excitation blocks, keep their exact backward without a word.)"""
 UNSUPPORTED_MODULES = (
-    nn.Mish, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.PReLU, nn.RReLU, nn.GLU, nn.MaxPool1d, nn.MaxPool3d,
+    nn.Mish, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.PReLU, nn.RReLU, nn.GLU, nn.Hardshrink, nn.Softshrink,
+    nn.MaxPool1d, nn.MaxPool3d,
     nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool3d, nn.FractionalMaxPool2d, nn.FractionalMaxPool3d,
 )
-THRESHOLD_FUNCTIONS = {F.threshold: False, F.threshold_: True}
 
 
 class Recipe(NamedTuple):
@@ -58,48 +66,66 @@ _INPLACE_ADDS = (torch.Tensor.__iadd__, torch.Tensor.add_)
 _ADDS = (*_INPLACE_ADDS, torch.Tensor.__add__, torch.Tensor.add, torch.add)
 
 
-def _is_zero(value) -> bool:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value == 0
-    return isinstance(value, torch.Tensor) and value.numel() == 1 and not value.requires_grad and value.item() == 0
-
-
-class ExcitationMode(Interceptor):
+class ExcitationMode(Interceptor, DisguisedReLUs):
     """Routes the calls each rule of ``settings`` replaces to that rule; one instance per forward call.
 
     Besides the rules, it keeps two kinds of short-lived notes on recent outputs (valid while their version
     counters say they are unchanged): how an inference-mode batch norm's output (plus residual addends) can be
     recomputed, so that the ReLU after it saves no gate; and which tensors are attention weights from the
     attention rule's softmax, so that ``weights @ V`` passes the soft weights to ``V``'s gradient. It also softens
-    ReLUs written as ``clamp(min=0)``, ``maximum(z, 0)``, ``torch.where(z > 0, z, 0)`` or ``threshold(z, 0, 0)``
-    with the ReLU rule, and names nonlinearities with no rule (strict) or leaves them exact.
+    ReLU-like calls written without ``relu`` (``clamp``, ``maximum``, ``where``, ``z * (z > 0)``, ...; see
+    :class:`~utils.core.disguises.DisguisedReLUs`), and names nonlinearities with no rule (strict: raised after the
+    forward call, :meth:`raise_deferred`) or leaves them exact. ``recipes=False``: no batch-norm recipes (for calls
+    run again in the backward pass, which must save what the first run saved).
     """
 
     RECIPES_KEPT = 4
     """How many recent batch-norm outputs stay recomputable: a residual block may run its shortcut's convolution
     and batch norm between its last batch norm and the addition (torchvision's Bottleneck with downsample)."""
 
-    def __init__(self, settings: Settings):
-        handlers = {fn: functools.partial(rule.apply, self) for fn, rule in settings.dispatch.items()}
+    def __init__(self, settings: Settings, recipes: bool = True):
+        handlers = {fn: functools.partial(self._rule_call, rule.apply) for fn, rule in settings.dispatch.items()}
         relu = settings.rule("relu")
         if relu is not None:
             handlers[F.batch_norm] = self._batch_norm
             handlers.update({fn: self._add for fn in _ADDS})
-            handlers.update({fn: self._clamp for fn in calls.CLAMP_FUNCTIONS})
-            handlers.update({fn: self._maximum for fn in calls.MAXIMUM_FUNCTIONS})
-            handlers.update({fn: self._greater for fn in calls.GREATER_FUNCTIONS})
-            handlers.update({fn: self._where for fn in calls.WHERE_FUNCTIONS})
-            handlers.update({fn: self._threshold for fn in THRESHOLD_FUNCTIONS})
+        handlers.update(self.disguise_handlers())
         if settings.rule("attention") is not None:
             handlers.update({fn: self._matmul for fn in calls.MATMUL_FUNCTIONS})
             handlers.update({fn: self._dropout for fn in calls.DROPOUT_FUNCTIONS})
         for fn in UNSUPPORTED_FUNCTIONS:
             handlers.setdefault(fn, self._unsupported_call)
         super().__init__(handlers)
-        self.settings, self.strict, self.relu = settings, settings.strict, relu
+        self.settings, self.strict, self.relu, self.hardtanh = settings, settings.strict, relu, settings.rule("hardtanh")
         self.recipes: dict[int, Recipe] = {}  # id of a recent tensor -> its recipe
         self.attention: dict[int, tuple] = {}  # id of recent attention weights -> (weights, version, logits, T)
-        self.masks: dict[int, tuple] = {}  # id of a recent ``z > 0`` -> (mask, version, z)
+        self.masks: dict[int, tuple] = {}  # id of a recent ``z > c`` -> (mask, version, z, z's version, ">", c)
+        self.zeros: dict[int, tuple] = {}  # id of a recent ``zeros_like(...)`` -> (tensor, version)
+        self.use_recipes, self.in_checkpoint, self.last_pack_hook = recipes, False, None
+        self.deferred: UnsupportedNonlinearityError | None = None
+        self.context = RuleContext(self.recipe_of, self.remember_attention, self.unsupported)
+
+    def _rule_call(self, apply, func, args, kwargs):
+        hooks = _top_saved_tensors_hooks(False)  # None unless a checkpoint (or other saved-tensor hooks) is active
+        if hooks is not None or self.in_checkpoint:
+            self._note_checkpoint(hooks)
+        return apply(self.context, func, args, kwargs)
+
+    def _note_checkpoint(self, hooks) -> None:
+        """Inside a non-reentrant checkpoint, make it recompute under this mode's settings; and keep batch-norm
+        recipes out of it: the recomputation must save the same tensors as the first call, and it cannot see a
+        recipe made before the checkpoint."""
+        if hooks is None:
+            self.in_checkpoint = False
+        elif hooks[0] is not self.last_pack_hook:
+            frame = checkpoint_frame(hooks[0])
+            if frame is not None:
+                recompute_under(frame, self.recompute_mode)
+            self.in_checkpoint, self.last_pack_hook = frame is not None, hooks[0]
+
+    def recompute_mode(self) -> "ExcitationMode":
+        """A mode with these settings for calls run again in the backward pass (no batch-norm recipes)."""
+        return ExcitationMode(self.settings, recipes=False)
 
     # -- batch-norm recipes (the ReLU rule's memory saving) --------------------------------------------------------
     def _batch_norm(self, func, args, kwargs):
@@ -148,6 +174,8 @@ class ExcitationMode(Interceptor):
         """The :class:`Recipe` of ``z`` if ``z`` is, unchanged since, an inference-mode batch norm's output plus
         addends, made by recent calls from inputs that did not change since; else None (the gate itself is then
         saved). Used once: the recipe is forgotten."""
+        if not self.use_recipes or self.in_checkpoint:
+            return None
         recipe = self._valid_recipe(z)
         self.recipes.pop(id(z), None)
         return recipe
@@ -180,63 +208,25 @@ class ExcitationMode(Interceptor):
         self.attention.pop(id(args[0]), None)
         return AttentionValues.apply(args[0], args[1], note[2], -1, note[3], func)
 
-    # -- ReLUs in disguise ----------------------------------------------------------------------------------------
-    def _disguised(self, z, func, args, kwargs, inplace):
-        if not (torch.is_grad_enabled() and isinstance(z, torch.Tensor) and z.requires_grad):
-            return func(*args, **kwargs)
-        run = lambda t: func(t, *args[1:], **kwargs)  # noqa: E731
-        return self.relu.disguised(z, run, inplace)
-
-    def _clamp(self, func, args, kwargs):
-        low = calls.bound_argument(args, kwargs, 1, "min")
-        high = calls.bound_argument(args, kwargs, 2, "max") if func not in (torch.clamp_min, torch.Tensor.clamp_min,
-                                                                            torch.Tensor.clamp_min_,
-                                                                            torch.clamp_min_) else None
-        if high is None and _is_zero(low):
-            return self._disguised(args[0], func, args, kwargs, calls.CLAMP_FUNCTIONS[func])
-        return func(*args, **kwargs)
-
-    def _maximum(self, func, args, kwargs):
-        if len(args) == 2 and not kwargs and isinstance(args[1], torch.Tensor) and _is_zero(args[1]):
-            return self._disguised(args[0], func, args, kwargs, False)
-        return func(*args, **kwargs)
-
-    def _greater(self, func, args, kwargs):
-        out = func(*args, **kwargs)
-        if len(args) == 2 and not kwargs and isinstance(args[0], torch.Tensor) and _is_zero(args[1]):
-            self.masks[id(out)] = (out, out._version, args[0])
-            while len(self.masks) > 4:
-                del self.masks[next(iter(self.masks))]
-        return out
-
-    def _where(self, func, args, kwargs):
-        if len(args) == 3 and not kwargs and isinstance(args[0], torch.Tensor):
-            note = self.masks.get(id(args[0]))
-            if note is not None and note[0] is args[0] and args[0]._version == note[1] and note[2] is args[1] \
-                    and _is_zero(args[2]):
-                mask = args[0]
-                z = args[1]
-                return self._disguised(z, lambda t, *rest: func(mask, t, *rest), (z, args[2]), {}, False)
-        return func(*args, **kwargs)
-
-    def _threshold(self, func, args, kwargs):
-        threshold = calls.bound_argument(args, kwargs, 1, "threshold")
-        value = calls.bound_argument(args, kwargs, 2, "value")
-        if _is_zero(threshold) and _is_zero(value):
-            inplace = THRESHOLD_FUNCTIONS[func] or bool(calls.bound_argument(args, kwargs, 3, "inplace", False))
-            return self._disguised(args[0], func, args, kwargs, inplace)
-        return self._unsupported_call(func, args, kwargs)
-
     # -- no rule ---------------------------------------------------------------------------------------------------
     def _unsupported_call(self, func, args, kwargs):
         return self.unsupported(getattr(func, "__name__", repr(func)), func, args, kwargs)
 
     def unsupported(self, name: str, func, args, kwargs):
-        if self.strict:
-            raise UnsupportedNonlinearityError(
+        """Run the call as it is; strict: keep an :class:`UnsupportedNonlinearityError` naming it, raised after the
+        forward call (:meth:`raise_deferred`): raised here, inside an operator such as ``*``, torch would turn it into
+        a bare TypeError."""
+        if self.strict and self.deferred is None:
+            self.deferred = UnsupportedNonlinearityError(
                 f"{name} has no excitation rule (rules: {', '.join(k for k, r in self.settings.rules.items() if r)}); "
                 "pass strict=False to keep its ordinary backward")
         return func(*args, **kwargs)
+
+    def raise_deferred(self) -> None:
+        """Raise the first error :meth:`unsupported` kept for after the forward call, if any."""
+        if self.deferred is not None:
+            error, self.deferred = self.deferred, None
+            raise error
 
 
 def unsupported_modules(model: nn.Module) -> list[str]:

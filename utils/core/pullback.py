@@ -7,6 +7,7 @@ on the model or the input.
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from typing import Sequence
 
@@ -20,19 +21,41 @@ Target = int | Sequence[int] | torch.Tensor
 _TRAIN_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
 
 
+_frozen: dict[int, list] = {}  # id(parameter) -> [parameter, its own requires_grad, number of blocks holding it]
+_frozen_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def frozen(model: nn.Module):
-    """Parameters set to ``requires_grad=False`` for the block, restored after (no parameter grads are built)."""
-    saved = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in saved:
-        p.requires_grad_(False)
+    """Parameters set to ``requires_grad=False`` for the block, restored after (no parameter grads are built).
+
+    Blocks may overlap (threads, shared parameters): the first to freeze a parameter keeps its flag and the last
+    to leave restores it, so the flags come back as they were before the first block."""
+    params = list({id(p): p for p in model.parameters()}.values())
+    with _frozen_lock:
+        for p in params:
+            held = _frozen.get(id(p))
+            if held is None:
+                _frozen[id(p)] = [p, p.requires_grad, 1]
+                p.requires_grad_(False)
+            else:
+                held[2] += 1
     try:
         yield model
     finally:
-        for p, flag in saved:
-            # an inference tensor (a model made under torch.inference_mode()) takes requires_grad=True only there
-            with torch.inference_mode() if flag and p.is_inference() else contextlib.nullcontext():
-                p.requires_grad_(flag)
+        with _frozen_lock:
+            for p in params:
+                held = _frozen[id(p)]
+                held[2] -= 1
+                if held[2] == 0:
+                    del _frozen[id(p)]
+                    _restore_flag(p, held[1])
+
+
+def _restore_flag(p: nn.Parameter, flag: bool) -> None:
+    # an inference tensor (a model made under torch.inference_mode()) takes requires_grad=True only there
+    with torch.inference_mode() if flag and p.is_inference() else contextlib.nullcontext():
+        p.requires_grad_(flag)
 
 
 def check_inputs(x: torch.Tensor) -> None:
@@ -44,8 +67,22 @@ def check_inputs(x: torch.Tensor) -> None:
         raise TypeError(f"inputs must be floating point, got {x.dtype}")
 
 
+def check_autograd_available(model: nn.Module) -> None:
+    """A clear error where autograd cannot run: inside ``torch.inference_mode()``, or on a model whose parameters
+    or buffers were made there (inference tensors cannot be saved for a backward pass)."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("a pullback or gradient needs autograd, which is off inside torch.inference_mode(): "
+                           "call it outside the inference_mode block")
+    if any(t.is_inference() for t in (*model.parameters(), *model.buffers())):
+        raise RuntimeError("the model's parameters or buffers are inference tensors (made under "
+                           "torch.inference_mode()), which autograd cannot use: build the model and load its weights "
+                           "outside inference_mode")
+
+
 def as_targets(target: Target, batch: int, num_classes: int, device) -> torch.Tensor:
     """One class index per sample as an int64 tensor (N,), checked against ``num_classes``."""
+    if target is None:
+        raise TypeError("target is required: the class whose logit to explain, an int or one index per sample")
     t = torch.as_tensor(target, device=device)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
@@ -71,10 +108,11 @@ def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def input_gradient(model: nn.Module, x: torch.Tensor, target: Target, context=None) -> torch.Tensor:
     """Gradient of the logits ``model(x)[i, target_i]`` w.r.t. ``x`` (N, ...), under an optional backward ``context``."""
     check_inputs(x)
+    check_autograd_available(model)
     if any(m.training for m in model.modules() if isinstance(m, _TRAIN_DEPENDENT)):
         warnings.warn("model has BatchNorm or dropout in training mode (statistics change, outputs are random); "
                       "call model.eval() first", stacklevel=3)
-    leaf = x.detach().requires_grad_(True)
+    leaf = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)  # an inference tensor: a copy
     with torch.enable_grad(), frozen(model), (context or contextlib.nullcontext()):
         logits = logits_of(model, leaf)
         t = as_targets(target, x.shape[0], logits.shape[1], logits.device)

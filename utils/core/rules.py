@@ -2,30 +2,39 @@
 
 A rule is a small object that carries its own parameters and names the functions it replaces
 (``functions``); :mod:`utils.core.settings` collects one rule per ``kind`` and
-:class:`utils.core.excitation.ExcitationMode` routes every call of those functions to ``rule.apply``. Each
-rule's backward is that of a softened stand-in, straight-through:
+:class:`utils.core.mode.ExcitationMode` routes every call of those functions to ``rule.apply(ctx, ...)``, ``ctx``
+a :class:`RuleContext`: all a rule sees of the forward call. Each rule's backward is that of a softened stand-in,
+straight-through.
 
-============  =======================================================================  ==========
-kind          backward                                                                  default T
-============  =======================================================================  ==========
-relu          ``gate(z / T)`` instead of ``1[z > 0]`` (ReLUs written as ``clamp``, ...)  0.3
-max_pool      softmax-pool gradient (``"soft"``), its weights held (``"detached"``),    0.3
-              or the hard max's (``"hard"``); 2-D and adaptive 2-D pools
-silu          ``sigmoid(z / T)``: ``z * sigmoid(z / T)`` with the gate held             1.6
-gelu          ``Phi(z / T)`` (standard normal CDF)                                      1.0
-layer_norm    the layer norm's gradient with its mean and variance held                 --
-attention     the gradient of ``softmax(Q K^T / (sqrt(d) T)) V``                         1.5
-leaky_relu    ``a + (1 - a) sigmoid(z / T)``                                            as relu
-hardtanh      ``sigmoid((z - lo) / T) sigmoid((hi - z) / T)`` (ReLU6 = hardtanh(0, 6))   as relu
-hardswish     ``hardsigmoid(z / T)``: ``z * hardsigmoid(z)`` with the gate held          1.0
-============  =======================================================================  ==========
+One convention for every kind (:func:`utils.core.settings.make_settings`): its keyword takes a temperature T, or
+``None`` for "off", the function's own exact backward (``rules={kind: None}`` is the same); ``"relu"`` means the
+ReLU's temperature.
+
+============  ===================================================================  ==========================  =======
+kind          backward                                                             keyword                     default
+============  ===================================================================  ==========================  =======
+relu          ``gate(z / T)`` instead of ``1[z > 0]``; also ``clamp(min=0)``,      ``temperature``             0.3
+              ``maximum(z, 0)``, ``where(z > 0, z, 0)``, ``z * (z > 0)``, ...
+max_pool      softmax-pool gradient (``pool="soft"``) or with its weights held     ``pool_temperature``        "relu"
+              (``"detached"``); 2-D and adaptive 2-D pools. Off: also
+              ``pool="hard"``, ``soft_maxpool=False``
+silu          ``sigmoid(z / T)``: ``z * sigmoid(z / T)`` with the gate held        ``silu_temperature``        1.6
+gelu          ``Phi(z / T)`` (standard normal CDF)                                 ``gelu_temperature``        1.0
+layer_norm    the layer norm's gradient with its mean and variance held            ``layer_norm``              "held"
+              (``"held"``). Off: also ``"exact"``
+attention     the gradient of ``softmax(Q K^T / (sqrt(d) T)) V``                   ``attention_temperature``   1.5
+leaky_relu    ``a + (1 - a) sigmoid(z / T)``                                       ``leaky_relu_temperature``  "relu"
+hardtanh      ``sigmoid((z - lo) / T) sigmoid((hi - z) / T)``; also ReLU6 and      ``hardtanh_temperature``    "relu"
+              ``clamp(z, lo, hi)``, one bound infinite when absent
+hardswish     ``hardsigmoid(z / T)``: ``z * hardsigmoid(z)`` with the gate held    ``hardswish_temperature``   1.0
+============  ===================================================================  ==========================  =======
 """
 from __future__ import annotations
 
 import functools
 import inspect
 import math
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -46,13 +55,25 @@ def needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
 
 
+class RuleContext(NamedTuple):
+    """All a rule may ask of the forward call it runs in (:class:`~utils.core.mode.ExcitationMode` makes one)."""
+
+    recipe_of: Callable[[torch.Tensor], object]
+    """``z`` -> how to recompute ``z`` from an inference-mode batch norm (:class:`~utils.core.mode.Recipe`), or None."""
+    remember_attention: Callable[[torch.Tensor, torch.Tensor, float], None]
+    """``(weights, logits, T)``: ``weights`` are ``softmax(logits)``, so that ``weights @ V`` takes the rule too."""
+    unsupported: Callable[[str, Callable, tuple, dict], object]
+    """``(name, func, args, kwargs)``: a call the rule cannot soften; runs it as it is (strict: names it)."""
+
+
 class Rule:
-    """The backward pass of some functions, changed; forward bit for bit the function's own."""
+    """The backward pass of some functions, changed; forward bit for bit the function's own. ``apply(ctx, func, args,
+    kwargs)`` runs one call, ``ctx`` a :class:`RuleContext`."""
 
     kind: ClassVar[str]
     functions: ClassVar[tuple[Callable, ...]] = ()
 
-    def apply(self, mode, func, args: tuple, kwargs: dict):
+    def apply(self, ctx, func, args: tuple, kwargs: dict):
         raise NotImplementedError
 
     def __repr__(self):
@@ -78,12 +99,12 @@ class ReLURule(Rule):
         self.temperature = check_temperature(temperature)
         self.gate = get_gate(gate)
 
-    def apply(self, mode, func, args, kwargs):
+    def apply(self, ctx, func, args, kwargs):
         z = args[0]
         if not needs_grad(z):
             return func(*args, **kwargs)
         inplace = bool(calls.bound_argument(args, kwargs, 1, "inplace", calls.RELU_FUNCTIONS[func]))
-        recipe = mode.recipe_of(z)
+        recipe = ctx.recipe_of(z)
         if recipe is not None:
             bn = recipe.batch_norm
             return SoftGateReLUAfterBatchNorm.apply(
@@ -159,7 +180,7 @@ class GatedRule(Rule):
     def gate_of(self, func, args, kwargs) -> Callable[[torch.Tensor], torch.Tensor]:
         return scaled_gate(type(self).gate, self.temperature)
 
-    def apply(self, mode, func, args, kwargs):
+    def apply(self, ctx, func, args, kwargs):
         z = args[0]
         if not needs_grad(z):
             return func(*args, **kwargs)
@@ -233,12 +254,19 @@ class HardtanhRule(GatedRule):
 
     def gate_of(self, func, args, kwargs):
         if func is F.relu6:
-            lo, hi = 0.0, 6.0
-        else:
-            lo = float(calls.bound_argument(args, kwargs, 1, "min_val", -1.0))
-            hi = float(calls.bound_argument(args, kwargs, 2, "max_val", 1.0))
+            return self.gate_between(0.0, 6.0)
+        return self.gate_between(float(calls.bound_argument(args, kwargs, 1, "min_val", -1.0)),
+                         float(calls.bound_argument(args, kwargs, 2, "max_val", 1.0)))
+
+    def gate_between(self, lo: float, hi: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``z -> sigmoid((z - lo) / T) * sigmoid((hi - z) / T)``; an infinite bound's factor is 1."""
         inv_t = 1.0 / self.temperature
         return lambda z: flush_tiny_(torch.sigmoid((z - lo) * inv_t).mul_(torch.sigmoid((hi - z) * inv_t)))
+
+    def disguised(self, z: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor], inplace: bool, lo: float,
+                  hi: float):
+        """``clamp(z, lo, hi)`` (or another spelling, ``run(z)``, of it): its own forward, this rule's backward."""
+        return SoftGate.apply(z, run, self.gate_between(lo, hi), inplace)
 
 
 class LayerNormRule(Rule):
@@ -248,7 +276,7 @@ class LayerNormRule(Rule):
     kind = "layer_norm"
     functions = calls.LAYER_NORM_FUNCTIONS
 
-    def apply(self, mode, func, args, kwargs):
+    def apply(self, ctx, func, args, kwargs):
         x = args[0]
         shape = tuple(calls.bound_argument(args, kwargs, 1, "normalized_shape"))
         weight = calls.bound_argument(args, kwargs, 2, "weight")
@@ -274,32 +302,32 @@ class AttentionRule(Rule):
     def __init__(self, temperature: float = 1.5):
         self.temperature = check_temperature(temperature, "attention_temperature")
 
-    def apply(self, mode, func, args, kwargs):
+    def apply(self, ctx, func, args, kwargs):
         if func in calls.SDPA_FUNCTIONS:
-            return self._sdpa(mode, func, args, kwargs)
+            return self._sdpa(ctx, func, args, kwargs)
         if func in calls.MHA_FUNCTIONS:
-            return self._mha(mode, func, args, kwargs)
-        return self._softmax(mode, func, args, kwargs)
+            return self._mha(ctx, func, args, kwargs)
+        return self._softmax(ctx, func, args, kwargs)
 
-    def _sdpa(self, mode, func, args, kwargs):
+    def _sdpa(self, ctx, func, args, kwargs):
         q, k, v = args[:3]
         if not needs_grad(q, k, v):
             return func(*args, **kwargs)
         rest = dict(zip(("attn_mask", "dropout_p", "is_causal"), args[3:]), **kwargs)
         if rest.get("dropout_p", 0.0):
-            return mode.unsupported("scaled_dot_product_attention with dropout_p > 0", func, args, kwargs)
+            return ctx.unsupported("scaled_dot_product_attention with dropout_p > 0", func, args, kwargs)
         scale = rest.pop("scale", None)
         soft_scale = (1.0 / math.sqrt(q.shape[-1]) if scale is None else scale) / self.temperature
         exact = lambda q, k, v: func(q, k, v, *args[3:], **kwargs)  # noqa: E731  (the call as made)
         stand_in = lambda q, k, v: func(q, k, v, **rest, scale=soft_scale)  # noqa: E731
         return StraightThrough.apply(exact, stand_in, q, k, v)
 
-    def _mha(self, mode, func, args, kwargs):
+    def _mha(self, ctx, func, args, kwargs):
         bound = _MHA_SIGNATURE.bind(*args, **kwargs)
         bound.apply_defaults()
         a = dict(bound.arguments)
         if a["training"] and a["dropout_p"]:
-            return mode.unsupported("multi_head_attention_forward with dropout in training mode", func, args, kwargs)
+            return ctx.unsupported("multi_head_attention_forward with dropout in training mode", func, args, kwargs)
         names = [n for n, value in a.items() if isinstance(value, torch.Tensor)]
         if not needs_grad(*(a[n] for n in names)):
             return func(**a)
@@ -321,7 +349,7 @@ class AttentionRule(Rule):
                                        *(a[n] for n in names))
         return (result, None) if isinstance(result, torch.Tensor) else tuple(result)
 
-    def _softmax(self, mode, func, args, kwargs):
+    def _softmax(self, ctx, func, args, kwargs):
         logits = args[0]
         if not needs_grad(logits):
             return func(*args, **kwargs)
@@ -329,14 +357,14 @@ class AttentionRule(Rule):
         dtype = kwargs.get("dtype", args[3 if func is F.softmax else 2] if len(args) > (3 if func is F.softmax else 2)
                            else None)
         if dim is None or dtype is not None:
-            return mode.unsupported(f"{calls.call_name(func)} without an explicit dim or with a dtype", func, args,
-                                    kwargs)
+            return ctx.unsupported(f"{calls.call_name(func)} without an explicit dim or with a dtype", func, args,
+                                   kwargs)
         inv_t = 1.0 / self.temperature
         exact = lambda z: func(z, dim)  # noqa: E731
         stand_in = lambda z: torch.softmax(z * inv_t, dim)  # noqa: E731
         weights = StraightThrough.apply(exact, stand_in, logits)
         if dim in (-1, logits.dim() - 1):
-            mode.remember_attention(weights, logits, self.temperature)
+            ctx.remember_attention(weights, logits, self.temperature)
         return weights
 
 

@@ -6,7 +6,8 @@ One :class:`Settings` object reaches every call: ``soft_backward``, ``excitation
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+import inspect
+from typing import Mapping
 
 from .gates import Gate, check_temperature
 from .rules import (RULES, AttentionRule, GELURule, HardswishRule, HardtanhRule, LayerNormRule, LeakyReLURule,
@@ -33,58 +34,94 @@ class Settings:
         return self.rules.get(kind)
 
 
-def make_settings(temperature: float = 0.3, gate: str | Gate = "sigmoid", soft_maxpool: bool = True,
-                  pool_temperature: float | None = None, pool: str = "soft", strict: bool = True,
+AS_RELU = "relu"
+"""The default of the temperatures that follow the ReLU's (max-pool, LeakyReLU, Hardtanh): ``temperature``."""
+OFF_ALIASES = {"pool": "hard", "layer_norm": "exact"}
+"""Older spellings of "off" still taken: ``pool="hard"``, ``layer_norm="exact"`` (and ``soft_maxpool=False``)."""
+
+
+def make_settings(temperature: float | None = 0.3, gate: str | Gate = "sigmoid", soft_maxpool: bool = True,
+                  pool_temperature: float | str | None = AS_RELU, pool: str = "soft", strict: bool = True,
                   silu_temperature: float | None = 1.6, gelu_temperature: float | None = 1.0,
-                  attention_temperature: float | None = 1.5, layer_norm: str = "held",
-                  hardswish_temperature: float | None = 1.0, leaky_relu_temperature: float | None = None,
-                  hardtanh_temperature: float | None = None,
+                  attention_temperature: float | None = 1.5, layer_norm: str | None = "held",
+                  hardswish_temperature: float | None = 1.0, leaky_relu_temperature: float | str | None = AS_RELU,
+                  hardtanh_temperature: float | str | None = AS_RELU,
                   rules: Mapping[str, Rule | None] | None = None, settings: Settings | None = None) -> Settings:
     """Settings from keywords; the defaults are the excitation pullback's.
 
+    One convention for every kind of nonlinearity (the table in :mod:`utils.core.rules`): its keyword takes a
+    temperature, or ``None`` for "off" (the function's own, exact backward); ``rules={kind: None}`` is the same.
+
     Args:
-        temperature: ReLU gate temperature (default 0.3); also the max-pool's, LeakyReLU's and Hardtanh's
-            (ReLU6's) unless set apart.
+        temperature: ReLU gate temperature (default 0.3); None: ReLUs keep their hard gate.
         gate: ReLU gate, ``"sigmoid"`` (default), ``"normal_cdf"``, ``"softsign"`` or a callable on ``z / T``.
-        soft_maxpool: False is ``pool="hard"``.
-        pool_temperature: max-pool temperature (default ``temperature``).
-        pool: ``"soft"`` (softmax-pool gradient), ``"detached"`` (its weights held constant) or ``"hard"``.
-        strict: raise :class:`~utils.core.excitation.UnsupportedNonlinearityError` on a nonlinearity with no rule
-            (ELU, Softplus, Mish, PReLU, MaxPool1d/3d, ...); False keeps its exact backward.
-        silu_temperature, gelu_temperature, attention_temperature, hardswish_temperature: each kind's T;
-            None keeps that kind's exact backward.
-        layer_norm: ``"held"`` (mean and variance held constant in the backward pass) or ``"exact"``.
-        leaky_relu_temperature, hardtanh_temperature: default ``temperature``; None is ``temperature`` too.
+        soft_maxpool: False is ``pool_temperature=None`` (kept for older calls).
+        pool_temperature: max-pool temperature, default ``"relu"`` (= ``temperature``); None: the hard max's
+            own gradient (also spelled ``pool="hard"``).
+        pool: ``"soft"`` (softmax-pool gradient) or ``"detached"`` (its weights held constant).
+        strict: raise :class:`~utils.core.mode.UnsupportedNonlinearityError` on a nonlinearity with no rule
+            (ELU, Softplus, Mish, PReLU, MaxPool1d/3d, a custom ``autograd.Function``, a ReLU-like call the rules
+            do not recognise, ...); False keeps its exact backward.
+        silu_temperature, gelu_temperature, attention_temperature, hardswish_temperature: each kind's T, or None.
+        layer_norm: ``"held"`` (mean and variance held constant in the backward pass) or None (also ``"exact"``).
+        leaky_relu_temperature, hardtanh_temperature: default ``"relu"`` (= ``temperature``), or a T, or None.
         rules: kind -> rule object (or None for the exact backward), overriding the keywords, e.g.
             ``rules={"gelu": GELURule(0.5)}``.
-        settings: a ready :class:`Settings`; returned as is (no other keyword may be given with it).
+        settings: a ready :class:`Settings`, returned as is; no other keyword may be given with it.
     """
     if settings is not None:
+        given = {k: v for k, v in locals().items() if k in _DEFAULTS and v is not _DEFAULTS[k]
+                 and not (type(v) is type(_DEFAULTS[k]) and v == _DEFAULTS[k])}
+        if given:
+            raise TypeError(f"settings= is a complete Settings: it cannot be combined with {sorted(given)}; "
+                            "change the Settings (make_settings(...)) or pass the keywords alone")
+        if not isinstance(settings, Settings):
+            raise TypeError(f"settings must be a Settings (make_settings(...)), got {type(settings).__name__}")
         return settings
-    temperature = check_temperature(temperature)
-    pool_temperature = temperature if pool_temperature is None else check_temperature(pool_temperature,
-                                                                                         "pool_temperature")
-    if layer_norm not in ("held", "exact"):
-        raise ValueError(f"layer_norm must be 'held' or 'exact', got {layer_norm!r}")
-    optional: Callable = lambda cls, t: None if t is None else cls(t)  # noqa: E731
+    relu_t = _temperature(temperature, "temperature")
+    if pool not in ("soft", "detached", OFF_ALIASES["pool"]):
+        raise ValueError(f"pool must be one of ('soft', 'detached', 'hard'), got {pool!r}")
+    if layer_norm not in ("held", OFF_ALIASES["layer_norm"], None):
+        raise ValueError(f"layer_norm must be 'held' or None (also 'exact'), got {layer_norm!r}")
+    pool_t = _temperature(pool_temperature, "pool_temperature", relu_t)
+    if not soft_maxpool or pool == OFF_ALIASES["pool"]:
+        pool_t = None
     chosen: dict[str, Rule | None] = {
-        "relu": ReLURule(temperature, gate),
-        "max_pool": MaxPoolRule(pool_temperature, pool if soft_maxpool else "hard"),
-        "silu": optional(SiLURule, silu_temperature),
-        "gelu": optional(GELURule, gelu_temperature),
+        "relu": _rule(ReLURule, relu_t, gate),
+        "max_pool": _rule(MaxPoolRule, pool_t, pool),
+        "silu": _rule(SiLURule, _temperature(silu_temperature, "silu_temperature")),
+        "gelu": _rule(GELURule, _temperature(gelu_temperature, "gelu_temperature")),
         "layer_norm": LayerNormRule() if layer_norm == "held" else None,
-        "attention": optional(AttentionRule, attention_temperature),
-        "hardswish": optional(HardswishRule, hardswish_temperature),
-        "leaky_relu": LeakyReLURule(temperature if leaky_relu_temperature is None else leaky_relu_temperature),
-        "hardtanh": HardtanhRule(temperature if hardtanh_temperature is None else hardtanh_temperature),
+        "attention": _rule(AttentionRule, _temperature(attention_temperature, "attention_temperature")),
+        "hardswish": _rule(HardswishRule, _temperature(hardswish_temperature, "hardswish_temperature")),
+        "leaky_relu": _rule(LeakyReLURule, _temperature(leaky_relu_temperature, "leaky_relu_temperature", relu_t)),
+        "hardtanh": _rule(HardtanhRule, _temperature(hardtanh_temperature, "hardtanh_temperature", relu_t)),
     }
     chosen.update(rules or {})
     return Settings(chosen, bool(strict))
 
 
+_DEFAULTS = {name: p.default for name, p in inspect.signature(make_settings).parameters.items()
+             if name != "settings"}
+
+
+def _temperature(value, name: str, relu: float | None = None) -> float | None:
+    """A kind's temperature: checked, None (off) kept, ``"relu"`` replaced by the ReLU's (``relu``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value != AS_RELU or name == "temperature":
+            raise ValueError(f"{name} must be a number > 0, None (exact backward)"
+                             f"{'' if name == 'temperature' else ' or ' + repr(AS_RELU)}, got {value!r}")
+        return relu
+    return check_temperature(value, name)
+
+
+def _rule(cls, temperature: float | None, *args) -> Rule | None:
+    return None if temperature is None else cls(temperature, *args)
+
+
 def split_settings(options: dict) -> tuple[dict, dict]:
     """``options`` split into the keywords of :func:`make_settings` and the rest."""
-    import inspect
-
     names = set(inspect.signature(make_settings).parameters)
     return {k: v for k, v in options.items() if k in names}, {k: v for k, v in options.items() if k not in names}

@@ -1,8 +1,6 @@
-"""The two surrogate backward passes, as ``torch.autograd.Function``s.
-
-Each call creates its own autograd node holding its own saved tensors, so a ReLU module used
-several times, or used in place, gets the right gate at every call (a module hook that stores "the
-input" would be overwritten by the next call).
+"""The surrogate backward passes, as ``torch.autograd.Function``s: each call creates its own autograd node holding
+its own saved tensors, so a ReLU module used several times, or in place, gets the right gate at every call. None of
+their backward passes is itself differentiable (:func:`refuse_create_graph`).
 
 - :class:`SoftGateReLU`: forward ``relu(z)`` bit for bit; backward ``grad * gate(z / T)``.
 - :class:`SoftMaxPool2d`: forward ``F.max_pool2d`` bit for bit; backward the gradient of the
@@ -93,6 +91,14 @@ def gate_times_(u: torch.Tensor, gate: Gate, grad: torch.Tensor, beta: float = 1
     return gate_of_scaled_(u.mul_(beta) if beta != 1.0 else u, gate, flush).mul_(grad)
 
 
+def refuse_create_graph() -> None:
+    """Raise in a backward run with ``create_graph=True``: the gates are constants of the graph, so a second
+    derivative would be silently wrong."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("the excitation pullback's backward pass is not differentiable: create_graph=True "
+                           "(double backward) through a soft_backward block is not supported")
+
+
 def _relu(ctx, z: torch.Tensor, inplace: bool) -> torch.Tensor:
     """The unchanged ReLU forward of the surrogates; an in-place call marks its input dirty, as autograd asks."""
     if inplace:
@@ -117,6 +123,7 @@ class SoftGateReLU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
+        refuse_create_graph()
         (g,) = ctx.saved_tensors
         return grad_out * g, None, None, None
 
@@ -144,6 +151,7 @@ class SoftGateReLUAfterBatchNorm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
+        refuse_create_graph()
         c, running_mean, running_var, weight, bias, *addends = ctx.saved_tensors
         z = torch.ops.aten._native_batch_norm_legit_no_training(c, weight, bias, running_mean, running_var, 0.0,
                                                                 ctx.eps)[0]
@@ -167,6 +175,7 @@ class SoftGate(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
+        refuse_create_graph()
         (g,) = ctx.saved_tensors
         return grad_out * g, None, None, None
 
@@ -185,6 +194,7 @@ class StraightThrough(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
+        refuse_create_graph()
         saved = ctx.saved_tensors
         needs = ctx.needs_input_grad[2:]
         with torch.enable_grad():
@@ -214,6 +224,7 @@ class AttentionValues(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        refuse_create_graph()
         v, logits = ctx.saved_tensors
         soft = torch.softmax(logits / ctx.temperature, ctx.dim)
         grad_w = grad_out @ v.transpose(-2, -1) if ctx.needs_input_grad[0] else None
@@ -238,6 +249,7 @@ class HeldLayerNorm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        refuse_create_graph()
         x, weight = ctx.saved_tensors
         dims = tuple(range(-len(ctx.shape), 0))
         var, mean = torch.var_mean(x, dims, correction=0, keepdim=True)
