@@ -148,3 +148,24 @@ def test_autocast_adds_no_conversions_and_keeps_the_field():
     reference = excitation_pullback(model, x, 1)
     assert field.dtype == x.dtype
     assert F.cosine_similarity(field.flatten(), reference.flatten(), dim=0) > 0.98
+
+
+READS = {"aten._local_scalar_dense", "aten.is_nonzero", "aten.item"}
+"""Operations that read a tensor's value on the host: on a GPU, each waits for all work queued before it."""
+
+
+@pytest.mark.parametrize("target", [1, [1, 3], torch.tensor([2, 0])])
+def test_no_value_is_read_on_the_host_once_the_forward_pass_starts(target):
+    model = one_rule("relu_after_batch_norm", 4)
+    model[1] = nn.Sequential(model[1], nn.MaxPool2d(3, 2, 1), nn.GELU())
+    order = []
+
+    class Record(torch.utils._python_dispatch.TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            order.append(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    with use_policy("cuda"), Record():
+        excitation_pullback(model, torch.randn(2, 3, 8, 8), target)
+    first = order.index("aten.convolution")
+    assert not READS & set(order[first:]), [op for op in order[first:] if op in READS]

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
 from .policy import policy_for
-from .surrogates import _exponent_floor, flush_tiny_
+from .surrogates import exp_flushed_, refuse_create_graph
 
 
 def pool_geometry(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool):
@@ -85,6 +85,7 @@ class SoftMaxPool2d(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        refuse_create_graph()
         x, hard = ctx.saved_tensors
         grad = softmax_pool2d_backward(x, hard, grad_out, ctx.pool, ctx.temperature, chunk=ctx.chunk,
                                        detached=ctx.detached, flush=ctx.flush)
@@ -131,14 +132,10 @@ def _backward_planes(x, hard, grad_out, pool, temperature: float, detached: bool
     kernel, stride, padding, dilation = _pair(kernel), _pair(stride or kernel), _pair(padding), _pair(dilation)
     padded, geometry = pad_for_windows(x, kernel, stride, padding, dilation, ceil_mode)
     u = F.unfold(padded, kernel, dilation=dilation, stride=stride).sub_(hard).mul_(inv_t)  # (x_k - max) / T
-    # Exponents are raised to a floor that changes no weight: with ``flush``, one whose exp is flushed anyway (exp's
-    # CPU kernel is slow on subnormal outputs); else the lowest finite value, for padding at small T gives -inf,
-    # and u e must be 0 there, not NaN.
-    if flush or any(geometry["pads"]):
-        u.clamp_min_(_exponent_floor(u.dtype) if flush else torch.finfo(u.dtype).min)
-    e = u.exp()
     if flush:
-        flush_tiny_(e)
+        e = exp_flushed_(u)
+    else:  # padding at small T gives u = -inf, and u e must be 0 there, not NaN
+        e = (u.clamp_min_(torch.finfo(u.dtype).min) if any(geometry["pads"]) else u).exp()
     total = e.sum(1, keepdim=True)
     a = grad_out / total  # the incoming gradient over Z, per window
     if detached:

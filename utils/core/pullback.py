@@ -80,10 +80,18 @@ def check_autograd_available(model: nn.Module) -> None:
 
 
 def as_targets(target: Target, batch: int, num_classes: int, device) -> torch.Tensor:
-    """One class index per sample as an int64 tensor (N,), checked against ``num_classes``."""
+    """One class index per sample as an int64 tensor (N,) on ``device``, checked against ``num_classes``."""
+    t, values = _indices(target, batch)
+    _check_range(t, values, num_classes)
+    return _to_device(t, device)
+
+
+def _indices(target: Target, batch: int) -> tuple[torch.Tensor, list[int] | None]:
+    """``target`` as an int64 tensor (N,) where it is (a tensor keeps its device), and its values as Python ints
+    when they are on the CPU (read now, so that the range check after the forward pass waits for no device)."""
     if target is None:
         raise TypeError("target is required: the class whose logit to explain, an int or one index per sample")
-    t = torch.as_tensor(target, device=device)
+    t = torch.as_tensor(target)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
     t = t.long()
@@ -91,9 +99,26 @@ def as_targets(target: Target, batch: int, num_classes: int, device) -> torch.Te
         t = t.expand(batch)
     if t.shape != (batch,):
         raise ValueError(f"target must be an int or one index per sample ({batch}), got shape {tuple(t.shape)}")
-    if ((t < 0) | (t >= num_classes)).any():
-        raise IndexError(f"target {t.tolist()} out of range for a model with {num_classes} classes")
-    return t
+    return t, (t.tolist() if t.device.type == "cpu" else None)
+
+
+def _check_range(t: torch.Tensor, values: list[int] | None, num_classes: int) -> None:
+    """Indices read on the CPU are checked in Python; a tensor on a device is checked there without waiting for it
+    (``torch._assert_async``: out of range, the device stops with the message, as ``gather``'s own check would)."""
+    if values is not None:
+        if any(v < 0 or v >= num_classes for v in values):
+            raise IndexError(f"target {values} out of range for a model with {num_classes} classes")
+    else:
+        torch._assert_async(((t >= 0) & (t < num_classes)).all(),
+                            f"target out of range for a model with {num_classes} classes")
+
+
+def _to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """``t`` on ``device``; from the CPU to a GPU through pinned memory, so that the copy waits for no queued work."""
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.contiguous().pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -113,10 +138,12 @@ def input_gradient(model: nn.Module, x: torch.Tensor, target: Target, context=No
         warnings.warn("model has BatchNorm or dropout in training mode (statistics change, outputs are random); "
                       "call model.eval() first", stacklevel=3)
     leaf = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)  # an inference tensor: a copy
+    indices, values = _indices(target, x.shape[0])
+    t = _to_device(indices, x.device)  # before the forward pass: no host-device synchronisation in the pullback
     with torch.enable_grad(), frozen(model), (context or contextlib.nullcontext()):
         logits = logits_of(model, leaf)
-        t = as_targets(target, x.shape[0], logits.shape[1], logits.device)
-        (grad,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), leaf)
+        _check_range(t, values, logits.shape[1])
+        (grad,) = torch.autograd.grad(logits.gather(1, t.to(logits.device)[:, None]).sum(), leaf)
     return grad
 
 

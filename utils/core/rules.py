@@ -139,28 +139,28 @@ class MaxPoolRule(Rule):
         self.temperature = check_temperature(temperature, "pool_temperature")
         self.variant = variant
 
-    def apply(self, mode, func, args, kwargs):
+    def apply(self, ctx, func, args, kwargs):
         x = args[0]
         if self.variant == "hard" or not needs_grad(x):
             return func(*args, **kwargs)
         if func in calls.ADAPTIVE_MAXPOOL2D_FUNCTIONS:
-            return self._adaptive(mode, func, args, kwargs)
+            return self._adaptive(ctx, func, args, kwargs)
         bound = {**_POOL_DEFAULTS, **dict(zip(_POOL_ARGS, args[1:])), **kwargs}
         if bound["return_indices"]:
-            return mode.unsupported("max_pool2d(return_indices=True)", func, args, kwargs)
+            return ctx.unsupported("max_pool2d(return_indices=True)", func, args, kwargs)
         stride = bound["stride"] if bound["stride"] not in (None, []) else bound["kernel_size"]
         return SoftMaxPool2d.apply(x, self.temperature, bound["kernel_size"], stride, bound["padding"],
                                    bound["dilation"], bool(bound["ceil_mode"]), self.variant == "detached")
 
-    def _adaptive(self, mode, func, args, kwargs):
+    def _adaptive(self, ctx, func, args, kwargs):
         x = args[0]
         size = _pair(calls.bound_argument(args, kwargs, 1, "output_size"))
         if calls.bound_argument(args, kwargs, 2, "return_indices", False):
-            return mode.unsupported("adaptive_max_pool2d(return_indices=True)", func, args, kwargs)
+            return ctx.unsupported("adaptive_max_pool2d(return_indices=True)", func, args, kwargs)
         h, w = x.shape[-2:]
         size = tuple(d if o is None else o for o, d in zip(size, (h, w)))
         if h % size[0] or w % size[1]:
-            return mode.unsupported(f"adaptive_max_pool2d from {h}x{w} to {size[0]}x{size[1]} (overlapping windows)",
+            return ctx.unsupported(f"adaptive_max_pool2d from {h}x{w} to {size[0]}x{size[1]} (overlapping windows)",
                                     func, args, kwargs)
         kernel = (h // size[0], w // size[1])
         out = SoftMaxPool2d.apply(x, self.temperature, kernel, kernel, 0, 1, False, self.variant == "detached")

@@ -3,9 +3,7 @@ its own saved tensors, so a ReLU module used several times, or in place, gets th
 their backward passes is itself differentiable (:func:`refuse_create_graph`).
 
 - :class:`SoftGateReLU`: forward ``relu(z)`` bit for bit; backward ``grad * gate(z / T)``.
-- :class:`SoftMaxPool2d`: forward ``F.max_pool2d`` bit for bit; backward the gradient of the
-  softmax pool ``sum_i x_i softmax(x / T)_i`` over each window, i.e. straight-through
-  ``hard.detach() + (soft - soft.detach())`` without building ``soft`` in the forward pass.
+- :class:`SoftMaxPool2d` (in :mod:`.pooling`): forward ``F.max_pool2d`` bit for bit; backward the softmax pool's.
 """
 from __future__ import annotations
 
@@ -42,13 +40,13 @@ def _exponent_floor(dtype: torch.dtype) -> float:
 
 
 def exp_flushed_(u: torch.Tensor) -> torch.Tensor:
-    """``exp(u)`` in place for a fresh tensor ``u <= 0`` we own, tiny values flushed (:func:`flush_tiny_`).
+    """``exp(u)`` as a new tensor for ``u <= 0``, tiny values flushed (:func:`flush_tiny_`); ``u`` is clamped in place.
 
     Exponents are first raised to :func:`_exponent_floor`, which changes no result (their exp is flushed either
     way) but keeps exp off subnormal outputs: on CPU those made it up to 20 times slower, as on a trained VGG's
     pools, where a window's max can exceed the rest by many temperatures. (Unlike the sigmoid's, torch.exp's CPU
     kernel is also slow at -inf, 10 times, hence a clamp and a flush here rather than :func:`_zero_tiny_sigmoids_`.)"""
-    return flush_tiny_(u.clamp_min_(_exponent_floor(u.dtype)).exp_())
+    return flush_tiny_(u.clamp_min_(_exponent_floor(u.dtype)).exp())
 
 
 _SIGMOID_IS_ONE = 40.0
