@@ -491,3 +491,18 @@ def test_clamped_gate_and_exp_equal_the_unclamped_formulas(dtype):
     nan = torch.tensor([math.nan], dtype=dtype)
     assert torch.isnan(gate_of_scaled_(nan.clone(), sigmoid_gate)).all()
     assert torch.isnan(gate_times_(nan.clone(), sigmoid_gate, torch.ones_like(nan))).all()
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation, ceil_mode, size", POOL_CASES)
+@pytest.mark.parametrize("detached", [False, True])
+def test_soft_maxpool_backward_is_the_same_gathered_by_slices_or_by_unfold(kernel, stride, padding, dilation,
+                                                                          ceil_mode, size, detached):
+    args = (kernel, stride, padding, dilation, ceil_mode)
+    x = torch.randn(2, 3, *size, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    hard = F.max_pool2d(x, *args)
+    upstream = torch.randn_like(hard)
+    for t in (0.5, 1e-9):  # at tiny T the padding's exponents are -inf: still no NaN
+        slices = softmax_pool2d_backward(x, hard, upstream, args, t, detached=detached, gather="slices")
+        for flush in (True, False):
+            unfold = softmax_pool2d_backward(x, hard, upstream, args, t, detached=detached, flush=flush)
+            torch.testing.assert_close(unfold, slices, rtol=1e-12, atol=1e-14)

@@ -4,7 +4,8 @@ The backward rules compute the same values on every device; what differs is the 
 
 * on a **CPU** every pass over memory costs, and some kernels have slow paths: tiny gates and softmax weights are
   flushed to 0 (subnormal floats made ResNet50's convolution backward twice as slow), and the max-pool backward
-  works on a few (sample, channel) planes at a time, sized for the cache (fresh pages cost more than the work);
+  gathers window slots slice by slice on a few (sample, channel) planes at a time, sized for the cache (fresh
+  pages cost more than the work);
 * on a **GPU** every tensor operation is a kernel launch of a few microseconds, and subnormals cost nothing: the
   rules do a fixed number of operations per call, whatever the batch, channels or image size, and split the
   max-pool backward only when one of its temporaries would pass a memory budget (1/16 of the device's memory).
@@ -28,11 +29,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 @dataclass(frozen=True)
 class Policy:
     """``flush_subnormals``: set gates and softmax weights below ``sqrt(finfo.tiny)`` to 0 (see
-    :func:`utils.core.surrogates.flush_tiny_`). ``pool_chunk_bytes``: the most bytes one max-pool backward
+    :func:`utils.core.surrogates.flush_tiny_`). ``pool_gather``: how the max-pool backward gathers window slots,
+    ``"slices"`` (one strided slice per slot) or ``"unfold"`` (all at once). ``pool_chunk_bytes``: the most bytes one max-pool backward
     temporary may take before the planes are split into chunks (None: a device-sized budget)."""
 
     name: str
     flush_subnormals: bool
+    pool_gather: str
     pool_chunk_bytes: int | None = None
 
     def pool_chunk_slots(self, device: torch.device, itemsize: int) -> int:
@@ -41,9 +44,9 @@ class Policy:
         return max(1, budget // itemsize)
 
 
-CPU = Policy("cpu", flush_subnormals=True, pool_chunk_bytes=4 * 2 ** 20)
+CPU = Policy("cpu", flush_subnormals=True, pool_gather="slices", pool_chunk_bytes=4 * 2 ** 20)
 """A cache-sized temporary (2**20 float32 slots): reused memory, no page faults."""
-GPU = Policy("cuda", flush_subnormals=False)
+GPU = Policy("cuda", flush_subnormals=False, pool_gather="unfold")
 POLICIES = {"cpu": CPU, "cuda": GPU}
 FALLBACK_BUDGET = 2 ** 30
 """Bytes of one temporary under the GPU policy on a device whose memory is not known (the CPU, when counting)."""

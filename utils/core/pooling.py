@@ -2,9 +2,9 @@
 
 The softmax pool of a window is ``sum_i x_i softmax(x / T)_i``; :class:`SoftMaxPool2d` back-propagates its
 gradient straight-through (``hard.detach() + (soft - soft.detach())``) without building ``soft`` in the forward
-pass. The backward gathers every window slot with one ``unfold`` and scatters the gradient back with one ``fold``,
-so it launches a fixed number of kernels per call; how many (sample, channel) planes it takes at a time is the
-device's :mod:`~utils.core.policy`.
+pass. On a GPU the backward gathers every window slot with one ``unfold`` and scatters the gradient back with one
+``fold``, a fixed number of kernels per call; on a CPU it slices slot by slot, a few cache-sized planes at a time,
+which is faster there (:mod:`~utils.core.policy`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
 from .policy import policy_for
-from .surrogates import exp_flushed_, refuse_create_graph
+from .surrogates import _exponent_floor, exp_flushed_, flush_tiny_, refuse_create_graph
 
 
 def pool_geometry(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool):
@@ -79,7 +79,7 @@ class SoftMaxPool2d(torch.autograd.Function):
         ctx.save_for_backward(x, out)
         policy = policy_for(x.device)
         ctx.temperature, ctx.detached, ctx.flush = temperature, detached, policy.flush_subnormals
-        ctx.chunk = policy.pool_chunk_slots(x.device, x.element_size())
+        ctx.chunk, ctx.gather = policy.pool_chunk_slots(x.device, x.element_size()), policy.pool_gather
         ctx.pool = (kernel_size, stride, padding, dilation, ceil_mode)
         return out
 
@@ -88,66 +88,123 @@ class SoftMaxPool2d(torch.autograd.Function):
         refuse_create_graph()
         x, hard = ctx.saved_tensors
         grad = softmax_pool2d_backward(x, hard, grad_out, ctx.pool, ctx.temperature, chunk=ctx.chunk,
-                                       detached=ctx.detached, flush=ctx.flush)
+                                       detached=ctx.detached, flush=ctx.flush, gather=ctx.gather)
         return grad, None, None, None, None, None, None, None
 
 
 def softmax_pool2d_backward(x, hard, grad_out, pool, temperature: float, chunk: int | None = None,
-                            detached: bool = False, flush: bool = True) -> torch.Tensor:
+                            detached: bool = False, flush: bool = True, gather: str = "unfold") -> torch.Tensor:
     """Gradient w.r.t. ``x`` (N, C, H, W) or (C, H, W) of the softmax pool, given the hard max pool ``hard`` of ``x``
     and the gradient ``grad_out`` w.r.t. the pool's output (both (..., H_out, W_out)); ``pool`` = (kernel_size,
     stride, padding, dilation, ceil_mode) as for ``F.max_pool2d``.
 
     d/dx_k sum_j x_j s_j = s_k (1 + (x_k - p) / T), with p = sum_j x_j s_j the soft pool and s_k = e_k / Z its
     weights, e_k = exp(u_k), u_k = (x_k - max) / T stabilised by the window max the forward pass found; x_k - p is
-    formed as T (u_k - (p - max) / T): at small T, x_k / T - p / T would cancel catastrophically.
+    formed from x_k - max and p - max: at small T, x_k / T - p / T would cancel catastrophically.
 
     With ``detached``, the softmax weights are held constant (the follow-up paper's variant): the gradient is
     ``s_k`` times the incoming one, without the ``(1 + (x_k - p) / T)`` factor.
 
     ``chunk``: at most about this many window slots (elements of one temporary) at a time, whole (sample, channel)
     planes each (None: all at once). ``flush``: tiny softmax weights set to 0 (:func:`surrogates.flush_tiny_`).
+    ``gather``: ``"unfold"`` (one ``unfold`` and one ``fold`` per chunk: a fixed number of operations, for GPUs) or
+    ``"slices"`` (a strided slice per window slot into slot-major temporaries: faster on CPUs).
     """
     (h, w), (oh, ow) = x.shape[-2:], hard.shape[-2:]
     kh, kw = _pair(pool[0])
-    planes, hard, grad_out = x.reshape(-1, 1, h, w), hard.reshape(-1, 1, oh * ow), grad_out.reshape(-1, 1, oh * ow)
+    planes, hard, grad_out = x.reshape(-1, 1, h, w), hard.reshape(-1, 1, oh, ow), grad_out.reshape(-1, 1, oh, ow)
+    backward = {"unfold": _backward_unfold, "slices": _backward_slices}[gather]
     n = planes.shape[0]
     step = n if chunk is None else max(1, chunk // max(1, kh * kw * oh * ow))
     if step >= n:
-        return _backward_planes(planes, hard, grad_out, pool, temperature, detached, flush).view(x.shape)
+        return backward(planes, hard, grad_out, pool, temperature, detached, flush).view(x.shape)
     grad = torch.empty_like(planes)
     for i in range(0, n, step):
-        grad[i:i + step] = _backward_planes(planes[i:i + step], hard[i:i + step], grad_out[i:i + step], pool,
-                                            temperature, detached, flush)
+        backward(planes[i:i + step], hard[i:i + step], grad_out[i:i + step], pool, temperature, detached, flush,
+                 out=grad[i:i + step])
     return grad.view(x.shape)
 
 
-def _backward_planes(x, hard, grad_out, pool, temperature: float, detached: bool, flush: bool) -> torch.Tensor:
-    """:func:`softmax_pool2d_backward` for a (P, 1, H, W) stack of planes, ``hard`` and ``grad_out`` (P, 1, L) with
-    L = H_out W_out windows: one ``unfold`` makes the slot-major (P, k*k, L) tensor of every window, everything
-    between it and the ``fold`` back is elementwise or a sum over slots. Ten tensor operations, 15 with padding,
-    chunk-independent."""
-    inv_t = 1.0 / temperature
+def _geometry(pool):
     kernel, stride, padding, dilation, ceil_mode = pool
-    kernel, stride, padding, dilation = _pair(kernel), _pair(stride or kernel), _pair(padding), _pair(dilation)
+    return _pair(kernel), _pair(stride or kernel), _pair(padding), _pair(dilation), ceil_mode
+
+
+def _backward_unfold(x, hard, grad_out, pool, temperature: float, detached: bool, flush: bool, out=None):
+    """:func:`softmax_pool2d_backward` for a (P, 1, H, W) stack of planes, ``hard`` and ``grad_out`` (P, 1, H_out,
+    W_out): one ``unfold`` makes the (P, k*k, L) tensor of all L windows' slots, everything between it and the
+    ``fold`` back is elementwise or a sum over slots. About 15 tensor operations, whatever the sizes."""
+    inv_t = 1.0 / temperature
+    kernel, stride, padding, dilation, ceil_mode = _geometry(pool)
+    hard, grad_out = hard.flatten(2), grad_out.flatten(2)
     padded, geometry = pad_for_windows(x, kernel, stride, padding, dilation, ceil_mode)
     u = F.unfold(padded, kernel, dilation=dilation, stride=stride).sub_(hard).mul_(inv_t)  # (x_k - max) / T
-    if flush:
-        e = exp_flushed_(u)
+    if flush:  # raising exponents whose exp is flushed anyway changes no weight (see exp_flushed_)
+        e = flush_tiny_(u.clamp_min_(_exponent_floor(u.dtype)).exp())
     else:  # padding at small T gives u = -inf, and u e must be 0 there, not NaN
         e = (u.clamp_min_(torch.finfo(u.dtype).min) if any(geometry["pads"]) else u).exp()
     total = e.sum(1, keepdim=True)
     a = grad_out / total  # the incoming gradient over Z, per window
     if detached:
-        return _fold(e.mul_(a), padded, x, geometry)
-    ue = u.mul_(e)
-    r = ue.sum(1, keepdim=True).div_(total)  # (p - max) / T
-    # s_k (1 + u_k - r) g = a u_k e_k + e_k a (1 - r)
-    return _fold(ue.mul_(a).addcmul_(e, torch.addcmul(a, a, r, value=-1)), padded, x, geometry)
+        columns = e.mul_(a)
+    else:
+        ue = u.mul_(e)
+        r = ue.sum(1, keepdim=True).div_(total)  # (p - max) / T
+        # s_k (1 + u_k - r) g = a u_k e_k + e_k a (1 - r)
+        columns = ue.mul_(a).addcmul_(e, torch.addcmul(a, a, r, value=-1))
+    # sum the slots back onto the planes; slots in padding are dropped
+    grid = F.fold(columns, padded.shape[-2:], kernel, dilation=dilation, stride=stride)
+    grid = crop_padding(grid, geometry) if any(geometry["pads"]) else grid
+    return grid if out is None else out.copy_(grid)
 
 
-def _fold(columns: torch.Tensor, padded: torch.Tensor, x: torch.Tensor, geometry) -> torch.Tensor:
-    """Sum the (P, k*k, L) window slots back onto the (P, 1, H, W) planes of ``x``; slots in padding are dropped."""
-    grid = F.fold(columns, padded.shape[-2:], geometry["kernel"], dilation=geometry["dilation"],
-                  stride=geometry["stride"])
-    return crop_padding(grid, geometry) if any(geometry["pads"]) else grid
+def _backward_slices(x, hard, grad_out, pool, temperature: float, detached: bool, flush: bool, out=None):
+    """:func:`softmax_pool2d_backward` for a (P, 1, H, W) stack of planes, all at once, written into ``out``.
+
+    The window slots are gathered into one slot-major tensor (k*k, P, 1, H_out, W_out), so that everything between
+    the gather and the scatter back runs over contiguous memory: strided views of the input, with a window of 2 as
+    the innermost stride, made each elementwise pass several times slower on CPU. A few operations per window slot.
+    """
+    out = torch.empty_like(x) if out is None else out
+    inv_t = 1.0 / temperature
+    kernel, stride, padding, dilation, ceil_mode = _geometry(pool)
+    (kh, kw), (oh, ow) = kernel, hard.shape[-2:]
+    d = x.new_empty((kh * kw, *hard.shape))  # x_k - max, slot by slot
+    tiles = (stride == kernel and padding == (0, 0) and dilation == (1, 1)
+             and oh * kh <= x.shape[-2] and ow * kw <= x.shape[-1])
+    if tiles:  # windows tile the input (VGG's pools): one permuted view gathers every slot at once
+        torch.sub(_tiles(x, kernel, (oh, ow)).permute(3, 5, 0, 1, 2, 4), hard, out=d.view(kh, kw, *hard.shape))
+    else:
+        padded, geometry = pad_for_windows(x, kernel, stride, padding, dilation, ceil_mode)
+        slots = window_slots(geometry)
+        for k, index in enumerate(slots):
+            torch.sub(padded[index], hard, out=d[k])
+
+    e = torch.mul(d, inv_t)
+    e = exp_flushed_(e) if flush else e.exp_()  # padded slots: d finite, so d e = 0
+    total = e.sum(0)
+    if not detached:
+        shift = torch.zeros_like(hard)
+        for d_k, e_k in zip(d, e):  # slot by slot: no slot-major product tensor
+            shift.addcmul_(d_k, e_k)
+        d.sub_(shift.div_(total))  # x_k - p
+        e.addcmul_(d, e, value=inv_t)  # e_k (1 + (x_k - p) / T)
+    scale = grad_out / total
+
+    if tiles:  # scatter back through the same view
+        if oh * kh < x.shape[-2] or ow * kw < x.shape[-1]:
+            out.zero_()  # rows or columns no window reaches get no gradient
+        torch.mul(e.view(kh, kw, *hard.shape).permute(2, 3, 4, 0, 5, 1), scale.unsqueeze(-1).unsqueeze(-3),
+                  out=_tiles(out, kernel, (oh, ow)))
+    else:
+        grid = torch.zeros_like(padded)
+        for k, index in enumerate(slots):
+            grid[index].addcmul_(e[k], scale)
+        out.copy_(crop_padding(grid, geometry))
+    return out
+
+
+def _tiles(t: torch.Tensor, kernel, out_size) -> torch.Tensor:
+    """View of ``t`` (P, 1, H, W) as (P, 1, H_out, kh, W_out, kw): window (i, j), slot (a, b) at [..., i, a, j, b]."""
+    (kh, kw), (oh, ow) = kernel, out_size
+    return t[..., :oh * kh, :ow * kw].unflatten(-1, (ow, kw)).unflatten(-3, (oh, kh))
