@@ -111,3 +111,24 @@ def test_a_missing_cached_checkpoint_still_means_download(monkeypatch, tmp_path)
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
     with pytest.raises(PretrainedUnavailableError, match="could not download"):
         load_model("densenet121", device="cpu")
+
+
+@pytest.mark.parametrize("default, expected", [("bundled", ["bundled"]),
+                                               ("resnet50_imagenette", ["resnet50_imagenette", "densenet121_imagenette"])])
+def test_offline_the_default_comes_with_the_other_paper_architecture(monkeypatch, tmp_path, default, expected):
+    """Without ImageNet weights the notebook gets OFFLINE_DEFAULT, and beside a ResNet50 the DenseNet121 too."""
+    import urllib.error
+
+    from utils.config import Config, choose_models
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(zoo, "OFFLINE_DEFAULT", default)
+    monkeypatch.setenv("PULLBACK_MODELS", "auto")
+    monkeypatch.setenv("PULLBACK_DEVICE", "cpu")
+    models, reason = choose_models(Config.from_env())
+    assert list(models) == expected and [m.name for m in models.values()] == expected
+    assert reason.endswith(", ".join(map(repr, expected))) and "unavailable" in reason
