@@ -20,12 +20,9 @@ class WeightsFileError(RuntimeError):
 
 
 def file_sha256(path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+    """Hex SHA-256 of a file's bytes."""
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def weights_problem(path, sha256: str | None = None, size: int | None = None) -> str | None:
