@@ -23,7 +23,7 @@ import torch
 from .data import imagenette
 from .data.imagenette import DEFAULT_DOWNLOAD_DIR, data_root_from_env, download_imagenette, example_files
 from .paths import MEDIA, shown
-from .models.zoo import OFFLINE_DEFAULT, PAPER_MODELS, PretrainedUnavailableError, default_device, load_model
+from .models.zoo import PAPER_MODELS, PretrainedUnavailableError, default_device, load_model, offline_models
 
 
 
@@ -81,9 +81,10 @@ def choose_models(config: Config):
             models = {name: load_model(name, config.device) for name in PAPER_MODELS}
             return models, "the paper's models with ImageNet weights (IMAGENET1K_V1)"
         except PretrainedUnavailableError as error:
-            reason = (f"pretrained weights unavailable ({str(error).split(' (')[0]}): using the Imagenette model "
-                      f"trained here, {OFFLINE_DEFAULT!r}")
-            return {OFFLINE_DEFAULT: load_model(OFFLINE_DEFAULT, config.device)}, reason
+            names = offline_models()
+            reason = (f"pretrained weights unavailable ({str(error).split(' (')[0]}): using the Imagenette "
+                      f"model{'s' * (len(names) > 1)} trained here, " + ", ".join(map(repr, names)))
+            return {name: load_model(name, config.device) for name in names}, reason
     names = [n.strip() for n in config.models.split(",") if n.strip()]
     return {name: load_model(name, config.device) for name in names}, f"models chosen by PULLBACK_MODELS={config.models}"
 

@@ -90,3 +90,23 @@ def test_paired_with_control_adds_only_the_controls_target_specific_rows(tmp_pat
         header + "agree_field,a,b,pullback,gradient,0.3,0.1,0.0,0.2,5\n"
         + "agree_field_specific,a,b,pullback,gradient,0.3,0.3,0.2,0.4,5\n")
     assert [r["measure"] for r in paired_with_control(tmp_path)] == ["agree_field", "agree_field_specific"]
+
+
+def test_comparison_by_study_sets_each_study_in_its_column():
+    from utils.experiments.alignment.tables import comparison_by_study
+
+    hot = [{**r, "mean": "0.4", "ci_low": "0.3", "ci_high": "0.5"} for r in PAIRED[:1]]
+    lines = comparison_by_study({"T = 0.3": (SUMMARY, PAIRED), "T = 1": (SUMMARY, hot)}).splitlines()
+    assert lines[0] == ("| measure | models | pullback vs | T = 0.3: means; difference [95% CI] | "
+                        "T = 1: means; difference [95% CI] |")
+    assert lines[2] == ("| 5-step agreement | a & b | gradient | 0.300 vs 0.100; +0.200 [+0.150, +0.250] | "
+                        "0.300 vs 0.100; +0.400 [+0.300, +0.500] |")
+    assert lines[3] == "| transfer: log p rise | b → a | gradient | 1.500 vs –; -0.500 [-0.900, -0.100] | – |"
+
+
+def test_accuracy_similarity_table_adds_the_accuracy_column():
+    from utils.experiments.alignment.tables import accuracy_similarity_table
+
+    lines = accuracy_similarity_table(SUMMARY, {"a": 0.8721, "b": 0.5}).splitlines()
+    assert lines[0] == "| model | val accuracy | T = 0.3: field / 5-step | T = 1: field / 5-step |"
+    assert lines[1] == "|---|---|---|---|" and lines[2] == "| a | 87.2% | 0.500 / 0.250 | 0.125 / – |"

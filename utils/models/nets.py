@@ -1,6 +1,8 @@
-"""The bundled Imagenette classifier: a small residual ReLU network that downsamples by max-pooling.
+"""The architectures trained here on Imagenette (:data:`ARCHITECTURES`): two small ones written here and the
+paper's torchvision ResNet50 and DenseNet121.
 
-Built from torchvision's building blocks only (Conv2d, BatchNorm2d, ReLU, MaxPool2d, residual
+The bundled classifier, :class:`PoolResNet`, is a small residual ReLU network that downsamples by max-pooling,
+built from torchvision's building blocks only (Conv2d, BatchNorm2d, ReLU, MaxPool2d, residual
 sums), so excitation pullbacks exercise the same surrogates as on the paper's models. It
 downsamples with 2x2 max-pools instead of strided convolutions: strided convolutions leave
 checkerboard patterns in input gradients, max-pools do not.
@@ -8,6 +10,7 @@ checkerboard patterns in input gradients, max-pools do not.
 from __future__ import annotations
 
 import torch
+import torchvision
 from torch import nn
 
 WIDTHS = (32, 64, 128, 256, 512)
@@ -89,4 +92,17 @@ class PlainNet(_PooledClassifier):
         self.head(channels, num_classes)
 
 
-ARCHITECTURES = {"poolresnet": PoolResNet, "plain": PlainNet}
+def resnet50(num_classes: int = 10) -> nn.Module:
+    """torchvision's ResNet50 with ``num_classes`` logits; the last BatchNorm of each residual branch starts at
+    zero (``zero_init_residual``: each block starts as the identity, as in the recipe of the committed weights)."""
+    return torchvision.models.resnet50(num_classes=num_classes, zero_init_residual=True)
+
+
+def densenet121(num_classes: int = 10) -> nn.Module:
+    """torchvision's DenseNet121 with ``num_classes`` logits."""
+    return torchvision.models.densenet121(num_classes=num_classes)
+
+
+# name -> constructor(num_classes); the paper's torchvision architectures take images in [-1, 1] as they are
+# when trained here (no mean/std), like the two networks above.
+ARCHITECTURES = {"poolresnet": PoolResNet, "plain": PlainNet, "resnet50": resnet50, "densenet121": densenet121}

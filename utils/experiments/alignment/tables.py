@@ -1,10 +1,14 @@
 """The alignment study as tables for the README and the notebook, and the authors' Focus numbers to set beside ours.
 
-Works from ``summary.csv`` / ``paired.csv`` rows alone (strings or numbers), like :mod:`.report`.
+Works from ``summary.csv`` / ``paired.csv`` rows alone (strings or numbers), like :mod:`.report`;
+:func:`architecture_tables` reads a committed study's folder.
 """
 from __future__ import annotations
 
-from .report import tally
+from pathlib import Path
+
+from ...paths import RESULTS
+from .report import load_results, tally
 
 # Focus on ImageNet-pretrained ResNet50 as reported by the authors of the follow-up paper (Satkiewicz, Corizzo,
 # Pietroń, "Pulling Back the Curtain on Deep Networks", arXiv 2507.22832 v5/v6): their repository's
@@ -122,3 +126,53 @@ def tally_table(studies: dict[str, list[dict]]) -> str:
             cells.append(f"{c['better']} of {c['n']} better{worse}; {c['low']:+.3f} to {c['high']:+.3f}")
         lines.append(f"| {NAMES.get(key[0], key[0])} | {key[2]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _means(summary: list[dict], key: tuple) -> str:
+    ours, base = (_find(summary, key[0], key[1], key[2], method) for method in key[3:])
+    return " vs ".join("–" if r is None else f"{float(r['mean']):.3f}" for r in (ours, base))
+
+
+def comparison_by_study(studies: dict[str, tuple[list[dict], list[dict]]]) -> str:
+    """Markdown: one line per paired comparison (measure, models, method pair), one column per study
+    (``{"T = 0.3": (summary, paired_rows), ...}``): the two methods' means and the paired difference [95% CI]."""
+    def key(r):
+        return r["measure"], r["model"], str(r["other"]), r["ours"], r["baseline"]
+
+    keys = list(dict.fromkeys(key(r) for _, rows in studies.values() for r in rows))
+    lines = ["| measure | models | pullback vs | " + " | ".join(f"{label}: means; difference [95% CI]"
+                                                              for label in studies) + " |",
+             "|---" * (len(studies) + 3) + "|"]
+    for k in keys:
+        cells = []
+        for summary, rows in studies.values():
+            found = next((r for r in rows if key(r) == k), None)
+            cells.append("–" if found is None else f"{_means(summary, k)}; {_cell(found, signed=True)}")
+        models = _models({"measure": k[0], "model": k[1], "other": k[2]})
+        lines.append(f"| {NAMES.get(k[0], k[0])} | {models} | {k[4]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def accuracy_similarity_table(summary: list[dict], accuracies: dict[str, float]) -> str:
+    """Markdown: :func:`similarity_table` with each model's val accuracy (a fraction) as the second column."""
+    lines = similarity_table(summary).splitlines()
+    head = lines[0].split(" | ", 1)
+    lines[0], lines[1] = f"{head[0]} | val accuracy | {head[1]}", "|---" + lines[1]
+    for i, line in enumerate(lines[2:], 2):
+        model, rest = line[2:].split(" | ", 1)
+        lines[i] = f"| {model} | {100 * accuracies[model]:.1f}% | {rest}"
+    return "\n".join(lines)
+
+
+def architecture_tables(folder=None, accuracies: dict[str, float] | None = None) -> dict[str, str]:
+    """The committed study of the paper's architectures trained here (``results/alignment/architectures``: T = 0.3
+    for agreement, transfer and Focus, pullback-gradient cosines at T = 0.3 and 1; ``T1/``: the same at T = 1)
+    as Markdown: ``similarity`` (with ``accuracies`` when given), ``comparisons`` (both temperatures side by
+    side), ``focus`` (T = 0.3) and ``focus_T1``."""
+    folder = RESULTS / "alignment" / "architectures" if folder is None else Path(folder)
+    low, high = load_results(folder), load_results(folder / "T1")
+    return {"similarity": (similarity_table(low["summary"]) if accuracies is None
+                           else accuracy_similarity_table(low["summary"], accuracies)),
+            "comparisons": comparison_by_study({"T = 0.3": (low["summary"], low["paired"]),
+                                                "T = 1": (high["summary"], high["paired"])}),
+            "focus": focus_table(low["summary"]), "focus_T1": focus_table(high["summary"])}

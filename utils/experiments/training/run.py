@@ -4,8 +4,10 @@ CPU, or CUDA when present.
     python -m utils.experiments.training --data ../shared/data/imagenette2-224
 
 The default run (``--arch poolresnet --seed 0``) reproduces ``utils/models/weights/bundled_imagenette.pt``
-and its per-epoch log ``bundled_imagenette_log.csv``; other runs write ``<arch>_seed<seed>_imagenette.pt``
-and ``..._log.csv`` into ``--out``, so they never overwrite the bundled model. Progressive resizing (low
+and its per-epoch log ``bundled_imagenette_log.csv`` as ``data/weights/bundled_imagenette.pt`` (``--out``;
+outside git, so a run never overwrites the committed, hash-checked files); other runs write
+``<arch>_seed<seed>_imagenette.pt`` and ``..._log.csv``. ``--arch resnet50`` and ``--arch densenet121`` train by
+the batched device recipe of :mod:`.batched`. Progressive resizing (low
 resolution first, 224px at the end) keeps the run within two hours on two CPU cores while the final epochs
 are trained at the resolution the figures use. Checkpoints (:mod:`.checkpoints`) go to
 ``data/checkpoints/seed<seed>/`` (``<arch>_seed<seed>/`` for other architectures; outside git) every epoch and every quarter over the first two epochs: the
@@ -27,7 +29,7 @@ from tqdm.auto import tqdm
 from ...data.imagenette import decode_split
 from ...models.nets import ARCHITECTURES
 from ...models.zoo import trained_stem
-from ...paths import WEIGHTS
+from ...paths import DATA
 from ..records import torch_save, write_csv
 from .checkpoints import default_folder, last_whole_epoch, save_checkpoint
 
@@ -87,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="Imagenette root with train/ and val/")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="poolresnet")
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="poolresnet",
+                        help="resnet50 and densenet121 train by their own recipe: see --arch resnet50 --help")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.1, help="peak SGD learning rate")
     parser.add_argument("--weight-decay", type=float, default=5e-4)
@@ -95,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--resolutions", type=int, nargs="+", default=list(RESOLUTIONS),
                         help="training resolution of each epoch (their count is the epoch count)")
     parser.add_argument("--checkpoints", default=None, help="checkpoint folder (default data/checkpoints/seed<seed>)")
-    parser.add_argument("--out", default=str(WEIGHTS), help="where the final weights and log go")
+    parser.add_argument("--out", default=str(DATA / "weights"), help="where the final weights and log go")
     parser.add_argument("--limit", type=int, default=None, help="use only this many train/val images (smoke runs)")
     parser.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
     parser.add_argument("--threads", type=int, default=None)
@@ -165,6 +168,12 @@ def _train_epoch(args, epoch: int, model, optimizer, train_x, train_y, device, s
 
 
 def main(argv=None):
+    arch = argparse.ArgumentParser(add_help=False)
+    arch.add_argument("--arch")
+    if arch.parse_known_args(argv)[0].arch in ("resnet50", "densenet121"):  # the paper's: the batched device recipe
+        from .batched import main as batched
+
+        return batched(argv)
     args = _parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
