@@ -14,6 +14,8 @@ Environment variables (all optional):
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -77,8 +79,11 @@ class Config:
 def choose_models(config: Config):
     """Load the configured models; returns ``(models by name, reason)`` where reason explains the choice."""
     if config.models == "auto":
+        said = io.StringIO()  # torch.hub's "Downloading ... to <cache path>": shown once the weights arrive
         try:
-            models = {name: load_model(name, config.device) for name in PAPER_MODELS}
+            with contextlib.redirect_stdout(said):
+                models = {name: load_model(name, config.device) for name in PAPER_MODELS}
+            print(said.getvalue(), end="")
             return models, "the paper's models with ImageNet weights (IMAGENET1K_V1)"
         except PretrainedUnavailableError as error:
             names = offline_models()
