@@ -112,14 +112,14 @@ def build(name: str, batch: int, size: int, device: torch.device):
     return model.to(device), x.to(device)
 
 
-def runners(name: str, model: nn.Module) -> dict:
-    """Method name -> ``f(x)``; ``module_swap`` only for the ReLU networks."""
+def runners(name: str, model: nn.Module, methods=METHODS) -> dict:
+    """Method name -> ``f(x)`` for each of ``methods``; ``module_swap`` only for the ReLU networks."""
     run = {"plain": lambda x: plain(model, x, 1), "vanilla_gradient": lambda x: vanilla_gradient(model, x, 1),
            "excitation_pullback": lambda x: excitation_pullback(model, x, 1)}
-    if name in RELU_NETS:
+    if name in RELU_NETS and "module_swap" in methods:
         swap = swapped(model)
         run["module_swap"] = lambda x: plain(swap, x, 1)
-    return run
+    return {m: f for m, f in run.items() if m in methods}
 
 
 def timed(fn, x, device: torch.device, dtype) -> float:
@@ -181,7 +181,8 @@ def peak_rise_mib(fn) -> float:
 def cpu_peak_mib(name: str, method: str, batch: int, size: int) -> float:
     """Run in a fresh interpreter: peak RSS rise (MiB) of one call, after one warm-up call."""
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import overhead as o, torch;"
-            f"m, x = o.build({name!r}, {batch}, {size}, torch.device('cpu')); f = o.runners({name!r}, m)[{method!r}];"
+            f"m, x = o.build({name!r}, {batch}, {size}, torch.device('cpu'));"
+            f"f = o.runners({name!r}, m, ({method!r},))[{method!r}];"
             f"f(x); print(o.peak_rise_mib(lambda: f(x)))")  # warm-up first: one-off buffers and caches
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
@@ -195,7 +196,7 @@ def operations(fn, x) -> int:
 def measure(name: str, batch: int, dtype_name: str, args, device: torch.device) -> dict:
     """Seconds, peak MiB and operation counts of every method, for one model, batch and dtype."""
     model, x = build(name, batch, args.size, device)
-    run, dtype = runners(name, model), DTYPES[dtype_name]
+    run, dtype = runners(name, model, args.methods), DTYPES[dtype_name]
     nan = {m: float("nan") for m in run}
     seconds = nan if args.skip == "time" else measure_time(run, x, device, dtype, args.repeats)
     if args.skip == "memory":
@@ -233,6 +234,10 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, nargs="+", help="batch sizes (default: 8 on a CPU, 64 and 1 on a GPU)")
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES),
                         help="fp32 and/or autocast dtypes (default: fp32 on a CPU, fp32 and bf16 on a GPU)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS,
+                        help="default: all on a GPU; on a CPU all but module_swap, whose model copy, interleaved, "
+                             "slowed the others' rounds unevenly (ResNet50's pullback ratio 1.17-1.20x beside it, "
+                             "1.10x without)")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="also write the results here")
@@ -242,6 +247,9 @@ def main(argv=None):
         parser.error("--batch must be positive")
     device = choose_device(args.device)
     gpu = device.type == "cuda"
+    args.methods = tuple(args.methods or (METHODS if gpu else [m for m in METHODS if m != "module_swap"]))
+    if "plain" not in args.methods:
+        parser.error("--methods must include plain, the yardstick")
     batches = args.batch or ([64, 1] if gpu else [8])
     dtypes = args.dtypes or (["fp32", "bf16"] if gpu else ["fp32"])
     where = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"

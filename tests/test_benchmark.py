@@ -25,7 +25,7 @@ def test_module_swap_baseline_computes_the_pullback():
 
 def test_cuda_benchmark_falls_back_to_the_cpu_and_reports_every_method(capsys):
     results = overhead.main(["--device", "cuda", "--models", "vgg11_bn", "--size", "32", "--batch", "2",
-                             "--repeats", "1", "--skip", "memory"])
+                             "--repeats", "1", "--skip", "memory", "--methods", *overhead.METHODS])
     out = capsys.readouterr().out
     if not torch.cuda.is_available():
         assert "measuring on the CPU instead" in out
