@@ -54,7 +54,7 @@ from ...analysis.kernel_knn import excitation_kernels, kernel_knn_predict, penul
 from ...analysis.overlap import jaccard_matrix
 from ...core.gates import check_temperature
 from ...data.imagenette import data_root_from_env, load_image
-from ...paths import CHECKPOINTS, MEDIA, REPO, RESULTS
+from ...paths import CHECKPOINTS, MEDIA, RESULTS, shown
 from ..records import (WriterLock, append_line, check_identity, file_sha256, list_sha256, read_csv, run_id,
                        write_csv)
 from ..runner import check_at_least, seeded_images, settings_arguments, settings_from_args
@@ -182,7 +182,7 @@ def _checked_setup(data, checkpoints, control, s: StabilitySettings) -> tuple[Pa
     missing = [e for e in wanted if e not in main]
     if missing:
         raise FileNotFoundError(f"{checkpoints} has no checkpoint for epochs {missing}; it has {sorted(main)}")
-    identity = {**cfg, "checkpoints": _shown(checkpoints), "control": _shown(control), "data_root": str(data),
+    identity = {**cfg, "checkpoints": _identity_path(checkpoints), "control": _identity_path(control), "data_root": str(data),
                 **{f"{name}_sha256": list_sha256(rows) for name, rows in lists},
                 "checkpoints_sha256": {epoch_tag(e): file_sha256(main[e]) for e in wanted}}
     return data, main, cfg, identity, lists
@@ -233,10 +233,10 @@ def _compute_pieces(run: _Run, cfg: dict, c: int) -> None:
         run.piece(f"kernel_e{epoch_tag(e)}", lambda: _kernel_piece(run, e, T, c))
 
 
-def _shown(path) -> str:
-    """A path for config.json: relative to the repository when inside it, so the committed file names no machine."""
-    path = Path(path).resolve()
-    return path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(path)
+def _identity_path(path) -> str:
+    """A path for config.json: relative to the repository when inside it (the committed file names no machine),
+    else absolute, so that the identity does not depend on the working directory."""
+    return shown(Path(path).resolve())
 
 
 def _row(rows: dict) -> dict:
