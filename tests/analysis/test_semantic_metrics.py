@@ -255,8 +255,11 @@ def linear():
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, CLASSES)).eval()
 
 
-def test_infidelity_is_zero_for_the_exact_attribution_of_a_linear_model_at_any_scale(linear):
-    images, targets = batch()
+@pytest.mark.parametrize("size", [32, 30])  # 30 px: cells of the edge-padded grid cut by the border
+def test_infidelity_is_zero_for_the_exact_attribution_of_a_linear_model_at_any_scale(size):
+    torch.manual_seed(4)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, CLASSES)).eval()
+    images, targets = batch(size)
     g = gradient(linear, images, targets)
     scores = infidelity(linear, images, targets, {"gradient": g, "scaled": -3 * g, "x_input": g * images},
                         generator=torch.Generator().manual_seed(0), samples=2, patch_sizes=(16, 8))
@@ -308,6 +311,19 @@ def test_registry_directions_are_quantus_ones():
     assert [n for n, spec in METRICS.items() if spec.needs_explainers] == ["Max.Sens", "Rand.Logit"]
     with pytest.raises(ValueError, match="explainers"):
         METRICS["Max.Sens"](None, torch.zeros(1, 3, 8, 8), torch.zeros(1, dtype=torch.long), {})
+
+
+def test_bad_inputs_are_refused_with_clear_errors(net):
+    images, targets = batch()
+    a = maps(net, images, targets)
+    with pytest.raises(ValueError, match="targets must be"):
+        faithfulness_estimate(net, images, targets.float(), a)
+    with pytest.raises(ValueError, match="shaped like the images"):
+        faithfulness_correlation(net, images, targets, {"gradient": a["gradient"][:, :1]})
+    with pytest.raises(KeyError, match="no explainer"):
+        random_logit(net, images, targets, a, explainers={"gradient": gradient}, generator=torch.Generator())
+    with pytest.raises(ValueError, match="features_in_step"):
+        monotonicity_correlation(net, images, targets, a, generator=torch.Generator(), features_in_step=0)
 
 
 def test_spearman_ranks_ties_as_scipy():

@@ -43,29 +43,28 @@ def uniform(generator: torch.Generator, shape: tuple[int, ...], low: float, high
     return (low + (high - low) * draws).to(like.device, non_blocking=True)
 
 
-def target_scores(model: nn.Module, count: int, build: Builder, batch_size: int,
+def target_scores(model: nn.Module, count: int, build: Builder, batch_size: int, device: torch.device,
                   softmax: bool = False) -> torch.Tensor:
     """The target's logit (or softmax probability) for ``count`` inputs made chunk by chunk: ``build(index)``
-    turns a 1-D tensor of input numbers into (inputs (k, C, H, W), targets (k,)). At most ``batch_size`` inputs
-    exist at once; returns (count,) on the model's device, without a host sync."""
+    turns a 1-D tensor of input numbers (on ``device``) into (inputs (k, C, H, W), targets (k,)). At most
+    ``batch_size`` inputs exist at once; returns (count,) on ``device``, without a host sync."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     scores = []
     with torch.inference_mode():
         for start in range(0, count, batch_size):
-            inputs, targets = build(torch.arange(start, min(start + batch_size, count)))
+            inputs, targets = build(torch.arange(start, min(start + batch_size, count), device=device))
             out = model(inputs)
             if softmax:
                 out = out.softmax(1)
-            scores.append(out.gather(1, targets.to(out.device)[:, None])[:, 0])
-    return torch.cat(scores) if scores else torch.zeros(0)
+            scores.append(out.gather(1, targets[:, None])[:, 0])
+    return torch.cat(scores) if scores else torch.zeros(0, device=device)
 
 
 def unperturbed(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, batch_size: int,
                 softmax: bool = False) -> torch.Tensor:
-    """The target's logit (or probability) on the images themselves, (N,)."""
-    return target_scores(model, len(images), lambda i: (images[i.to(images.device)], targets[i.to(targets.device)]),
-                         batch_size, softmax)
+    """The target's logit (or probability) on the images themselves, (N,); targets on the images' device."""
+    return target_scores(model, len(images), lambda i: (images[i], targets[i]), batch_size, images.device, softmax)
 
 
 def correlation_pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ def steps_in_order(attribution: torch.Tensor, features_in_step: int,
     ordered, order = a.sort(dim=1, descending=descending, stable=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(features, device=a.device).expand(n, -1))
     sums = torch.nn.functional.pad(ordered, (0, steps * features_in_step - features))
-    return rank // features_in_step, sums.view(n, steps, features_in_step).sum(2)
+    return (rank // features_in_step).int(), sums.view(n, steps, features_in_step).sum(2)
 
 
 def faithfulness_estimate(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
@@ -54,6 +54,7 @@ def faithfulness_estimate(model: nn.Module, images: torch.Tensor, targets: torch
     """
     check_inputs(images, targets, attributions)
     n = len(images)
+    targets = targets.to(images.device)
     flat = images.flatten(1)
     y = unperturbed(model, images, targets, batch_size)
     results = {}
@@ -62,11 +63,11 @@ def faithfulness_estimate(model: nn.Module, images: torch.Tensor, targets: torch
         steps = sums.shape[1]
 
         def build(index, step_of=step_of):
-            t, j = index.to(images.device) // n, index.to(images.device) % n
+            t, j = index // n, index % n
             deleted = step_of[j] == t[:, None]
-            return flat[j].masked_fill(deleted, baseline).view(-1, *images.shape[1:]), targets[j.to(targets.device)]
+            return flat[j].masked_fill(deleted, baseline).view(-1, *images.shape[1:]), targets[j]
 
-        drop = y[:, None] - target_scores(model, steps * n, build, batch_size).view(steps, n).T
+        drop = y[:, None] - target_scores(model, steps * n, build, batch_size, images.device).view(steps, n).T
         results[name] = correlation_pearson(sums, drop)
     return results
 
@@ -100,6 +101,7 @@ def monotonicity_correlation(model: nn.Module, images: torch.Tensor, targets: to
     if features_in_step < 1:
         raise ValueError(f"features_in_step must be a positive integer, got {features_in_step!r}")
     n = len(images)
+    targets = targets.to(images.device)
     flat = images.flatten(1)
     steps = math.ceil(flat.shape[1] / features_in_step)
     noise = uniform(generator, (steps, samples, n), low, high, images)
@@ -110,13 +112,12 @@ def monotonicity_correlation(model: nn.Module, images: torch.Tensor, targets: to
         step_of, sums = steps_in_order(attribution, features_in_step, descending=False)
 
         def build(index, step_of=step_of):
-            index = index.to(images.device)
             t, s, j = index // (samples * n), index // n % samples, index % n
             replaced = step_of[j] == t[:, None]
             perturbed = torch.where(replaced, noise[t, s, j][:, None], flat[j])
-            return perturbed.view(-1, *images.shape[1:]), targets[j.to(targets.device)]
+            return perturbed.view(-1, *images.shape[1:]), targets[j]
 
-        perturbed = target_scores(model, steps * samples * n, build, batch_size, softmax=True)
+        perturbed = target_scores(model, steps * samples * n, build, batch_size, images.device, softmax=True)
         variance = ((perturbed.view(steps, samples, n) - p).double().cpu() ** 2).mean(1) * inverse
         results[name] = correlation_spearman(sums, variance.T)
     return results

@@ -74,33 +74,31 @@ def infidelity(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
     """
     check_inputs(images, targets, attributions)
     n, _, h, w = images.shape
+    targets = targets.to(images.device)
     maps, cells = zip(*(cell_map(h, w, p, images.device) for p in patch_sizes))
-    # Passes (sample, patch size), each of cells[s] cumulative perturbations; rows of ``noise`` in that order.
-    passes = [s for _ in range(samples) for s in range(len(patch_sizes))]
-    starts = torch.tensor([0] + [cells[s] for s in passes], device=images.device).cumsum(0)
-    total = int(starts[-1])
-    size_of = torch.cat([torch.full((cells[s],), s) for s in passes]).to(images.device)
-    step_of = torch.cat([torch.arange(cells[s]) for s in passes]).to(images.device)
-    start_of = torch.cat([starts[i].expand(cells[s]) for i, s in enumerate(passes)])
-    noise = uniform(generator, (total, n), low, high, images)
-    stacked = torch.stack(maps)
+    passes = [s for _ in range(samples) for s in range(len(patch_sizes))]  # (sample, patch size), in draw order
+    starts = [sum(cells[s] for s in passes[:i]) for i in range(len(passes) + 1)]
+    size_of, step_of, start_of = (torch.tensor(column, device=images.device) for column in zip(
+        *((s, k, start) for start, s in zip(starts, passes) for k in range(cells[s]))))
+    total, stacked = starts[-1], torch.stack(maps)
+    noise = uniform(generator, (total, n), low, high, images)  # one row per perturbation
 
-    def build(index):
-        t, j = index.to(images.device) // n, index.to(images.device) % n
+    def build(index):  # perturbation t of image j: cells 0..k of its pass replaced by that pass's values
+        t, j = index // n, index % n
         cell = stacked[size_of[t]]
         values = noise[start_of[t, None, None] + cell, j[:, None, None]]
         replaced = cell <= step_of[t, None, None]
-        return torch.where(replaced[:, None], values[:, None], images[j]), targets[j.to(targets.device)]
+        return torch.where(replaced[:, None], values[:, None], images[j]), targets[j]
 
     y = unperturbed(model, images, targets, batch_size)
-    b = (y[None] - target_scores(model, total * n, build, batch_size).view(total, n)).double().cpu()
+    b = (y[None] - target_scores(model, total * n, build, batch_size, images.device).view(total, n)).double().cpu()
     acc = _accumulator(images.device)
     results = {}
     for name, attribution in attributions.items():
         weighted = [cell_sums((attribution * images).to(acc), p) for p in patch_sizes]
         plain = [cell_sums(attribution.to(acc), p) for p in patch_sizes]
         a = torch.cat([(weighted[s].T - noise[start:start + cells[s]].to(acc) * plain[s].T).cumsum(0)
-                       for start, s in zip(starts.tolist(), passes)]).double().cpu()
+                       for start, s in zip(starts, passes)]).double().cpu()
         a2, ab = (a * a).sum(0), (a * b).sum(0)
         beta = ab / torch.where(a2 != 0, a2, torch.ones_like(a2))
         results[name] = ((beta * a - b) ** 2).mean(0)
@@ -129,14 +127,15 @@ def faithfulness_correlation(model: nn.Module, images: torch.Tensor, targets: to
     """
     check_inputs(images, targets, attributions)
     n, _, h, w = images.shape
+    targets = targets.to(images.device)
     cell, cells = cell_map(h, w, patch, images.device)
 
     def build(index):
-        t, j = index.to(images.device) // n, index.to(images.device) % n
+        t, j = index // n, index % n
         deleted = cell[None] == t[:, None, None]
-        return images[j].masked_fill(deleted[:, None], baseline), targets[j.to(targets.device)]
+        return images[j].masked_fill(deleted[:, None], baseline), targets[j]
 
     y = unperturbed(model, images, targets, batch_size)
-    drop = y[:, None] - target_scores(model, cells * n, build, batch_size).view(cells, n).T
+    drop = y[:, None] - target_scores(model, cells * n, build, batch_size, images.device).view(cells, n).T
     return {name: correlation_pearson(cell_sums(a.abs(), patch, "replicate"), drop)
             for name, a in attributions.items()}

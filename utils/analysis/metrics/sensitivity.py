@@ -32,14 +32,14 @@ def max_sensitivity(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
     """
     check_inputs(images, targets, attributions)
     check_explainers(attributions, explainers)
-    worst = {name: torch.full((len(images),), float("nan"), dtype=torch.float64) for name in attributions}
+    worst = {name: torch.full((len(images),), float("nan"), device=images.device) for name in attributions}
     for _ in range(samples):
         noisy = images + uniform(generator, tuple(images.shape), -radius, radius, images)
         for name, a in attributions.items():
             changed = explainers[name](model, noisy, targets).detach()
-            ratio = ((changed - a).flatten(1).double().norm(dim=1) / a.flatten(1).double().norm(dim=1)).cpu()
-            worst[name] = torch.fmax(worst[name], ratio)
-    return worst
+            ratio = (changed - a).flatten(1).norm(dim=1) / a.flatten(1).norm(dim=1)
+            worst[name] = torch.fmax(worst[name], ratio.to(worst[name].dtype))
+    return {name: w.double().cpu() for name, w in worst.items()}
 
 
 def random_logit(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
