@@ -29,6 +29,13 @@ def check_inputs(images: torch.Tensor, targets: torch.Tensor, attributions: Mapp
                              f"got {tuple(a.shape)}")
 
 
+def check_positive(**counts: int) -> None:
+    """Raise unless every named count is a positive integer."""
+    for name, value in counts.items():
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def check_explainers(attributions: Mapping[str, torch.Tensor], explainers: Mapping[str, Explainer]) -> None:
     missing = [name for name in attributions if name not in explainers]
     if missing:

@@ -15,7 +15,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .common import (check_inputs, correlation_pearson, correlation_spearman, target_scores, uniform,
+from .common import (check_inputs, check_positive, correlation_pearson, correlation_spearman, target_scores, uniform,
                      unperturbed)
 
 
@@ -24,8 +24,7 @@ def steps_in_order(attribution: torch.Tensor, features_in_step: int,
     """For (N, C, H, W): the step of every feature (N, C*H*W) when ``|attribution|`` is sorted (``descending``:
     largest first) and cut into steps of ``features_in_step``, and the summed ``|attribution|`` of each step
     (N, steps)."""
-    if features_in_step < 1:
-        raise ValueError(f"features_in_step must be a positive integer, got {features_in_step!r}")
+    check_positive(features_in_step=features_in_step)
     a = attribution.abs().flatten(1)
     n, features = a.shape
     steps = math.ceil(features / features_in_step)
@@ -98,8 +97,7 @@ def monotonicity_correlation(model: nn.Module, images: torch.Tensor, targets: to
         name -> (N,) float64 on the CPU, correlations in [-1, 1].
     """
     check_inputs(images, targets, attributions)
-    if features_in_step < 1:
-        raise ValueError(f"features_in_step must be a positive integer, got {features_in_step!r}")
+    check_positive(samples=samples, features_in_step=features_in_step)
     n = len(images)
     targets = targets.to(images.device)
     flat = images.flatten(1)

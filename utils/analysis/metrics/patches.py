@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import check_inputs, correlation_pearson, target_scores, uniform, unperturbed
+from .common import check_inputs, check_positive, correlation_pearson, target_scores, uniform, unperturbed
 
 
 def padding(size: int, patch: int) -> tuple[int, int]:
@@ -23,8 +23,7 @@ def padding(size: int, patch: int) -> tuple[int, int]:
 
 def cell_map(height: int, width: int, patch: int, device=None) -> tuple[torch.Tensor, int]:
     """(H, W) long: the grid cell of every pixel, and the number of cells."""
-    if patch < 1:
-        raise ValueError(f"patch sizes must be positive integers, got {patch!r}")
+    check_positive(patch=patch)
     (top, bottom), (left, right) = padding(height, patch), padding(width, patch)
     rows = (torch.arange(height, device=device) + top) // patch
     cols = (torch.arange(width, device=device) + left) // patch
@@ -73,6 +72,7 @@ def infidelity(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
         name -> (N,) float64 on the CPU, in squared logit units.
     """
     check_inputs(images, targets, attributions)
+    check_positive(samples=samples, **{f"patch size {p}": p for p in patch_sizes})
     n, _, h, w = images.shape
     targets = targets.to(images.device)
     maps, cells = zip(*(cell_map(h, w, p, images.device) for p in patch_sizes))

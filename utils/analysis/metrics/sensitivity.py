@@ -7,7 +7,7 @@ from typing import Mapping, Optional
 import torch
 from torch import nn
 
-from .common import Explainer, check_explainers, check_inputs, correlation_pearson, uniform
+from .common import Explainer, check_explainers, check_inputs, check_positive, correlation_pearson, uniform
 
 
 def max_sensitivity(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
@@ -32,6 +32,7 @@ def max_sensitivity(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
     """
     check_inputs(images, targets, attributions)
     check_explainers(attributions, explainers)
+    check_positive(samples=samples)
     worst = {name: torch.full((len(images),), float("nan"), device=images.device) for name in attributions}
     for _ in range(samples):
         noisy = images + uniform(generator, tuple(images.shape), -radius, radius, images)
