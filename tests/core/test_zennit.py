@@ -1,6 +1,7 @@
 """Against Zennit's ``BetaSmooth`` composite (Dombrowski et al., 2019: the ReLU's gradient replaced by
 ``sigmoid(beta z)``): on ReLU-only torchvision networks with hard max-pools, the excitation pullback at
-temperature T is Zennit's gradient at ``beta = 1 / T``.
+temperature T is Zennit's gradient at ``beta = 1 / T``. Checked with Zennit 0.5.1, the newest release on PyPI
+(there is no 1.0 there); its ``ReLUBetaSmooth`` is the rule these tests rely on.
 
 Zennit's rule is a hook on each ``nn.ReLU`` module that stores the module's input in the forward pass and
 reads it back in the backward pass. Two things torchvision's networks do break that, so Zennit alone differs
