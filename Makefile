@@ -12,7 +12,7 @@
 #                   other runs: RUNS="--run NAME ARCH FOLDER --run ...")
 #   make benchmark  time and memory of the pullback against a plain input gradient
 #   make test-torch TORCH=2.x.y [TORCHVISION=0.y.z]  the core tests (tests/core) on that torch, in a venv of its own
-#                   under /tmp/pullbacks-torch (TORCH_VENVS); the result goes to tests/core/torch-versions.csv
+#                   under $TMPDIR or /tmp (TORCH_VENVS); the result goes to tests/core/torch-versions.csv
 #                   (CPU_WHEELS=1: PyTorch's CPU wheels instead of PyPI's CUDA builds)
 #   make app        the explorer as a web page of its own (Voilà on http://127.0.0.1:APP_PORT/, default 8866;
 #                   it starts on the bundled model, PULLBACK_DEVICE picks the device)
