@@ -11,6 +11,9 @@
 #   make alignment-over-training  its measures on training checkpoints (data/checkpoints/seed0, seed1;
 #                   other runs: RUNS="--run NAME ARCH FOLDER --run ...")
 #   make benchmark  time and memory of the pullback against a plain input gradient
+#   make test-torch TORCH=2.x.y [TORCHVISION=0.y.z]  the core tests (tests/core) on that torch, in a venv of its own
+#                   under $TMPDIR or /tmp (TORCH_VENVS); the result goes to tests/core/torch-versions.csv
+#                   (CPU_WHEELS=1: PyTorch's CPU wheels instead of PyPI's CUDA builds)
 #   make app        the explorer as a web page of its own (Voilà on http://127.0.0.1:APP_PORT/, default 8866;
 #                   it starts on the bundled model, PULLBACK_DEVICE picks the device)
 # IMAGENETTE_ROOT: a folder with train/<wnid>/ and val/<wnid>/; with it set, `make test` also runs the tests
@@ -21,7 +24,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 APP_PORT ?= 8866
 
-.PHONY: app figures test evaluate study alignment alignment-control alignment-over-training benchmark install install-test clean
+.PHONY: app figures test test-torch evaluate study alignment alignment-control alignment-over-training benchmark install install-test clean
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
@@ -48,6 +51,10 @@ TEST_MEDIA ?= $(or $(TMPDIR),/tmp)/pullbacks-test-media
 test: install-test
 	PULLBACK_MODELS=$${PULLBACK_MODELS:-bundled} PULLBACK_MEDIA=$${PULLBACK_MEDIA:-$(TEST_MEDIA)} PULLBACK_DOWNLOAD=0 \
 	TQDM_DISABLE=1 $(PY) -m pytest tests --nbval-lax --nbval-current-env pullbacks.ipynb
+
+test-torch:
+	@test -n "$(TORCH)" || { echo "usage: make test-torch TORCH=2.x.y [TORCHVISION=0.y.z]"; exit 2; }
+	.ci/test-torch $(TORCH) $(TORCHVISION)
 
 evaluate: install
 	$(PY) -m utils.experiments.faithfulness

@@ -45,7 +45,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from utils import excitation_pullback, softmax_pool2d, vanilla_gradient  # noqa: E402
-from utils.core.policy import count_operations  # noqa: E402
+from benchmarks.operations import count_operations  # noqa: E402
 from utils.data.imagenette import data_root_from_env, first_per_class, load_image  # noqa: E402
 from utils.models.zoo import bundled_model  # noqa: E402
 

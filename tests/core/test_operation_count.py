@@ -10,8 +10,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from benchmarks.operations import count_operations
 from utils import excitation_pullback, vanilla_gradient
-from utils.core.policy import count_operations, use_policy
+from utils.core.policy import use_policy
 
 from conftest import randomize_batchnorm
 

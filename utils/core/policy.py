@@ -19,11 +19,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-from collections import Counter
 from dataclasses import dataclass
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 
 @dataclass(frozen=True)
@@ -85,18 +83,3 @@ def _device_budget(device: torch.device) -> int:
     if device.type == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_properties(device).total_memory // 16
     return FALLBACK_BUDGET
-
-
-def count_operations(fn, *args, **kwargs) -> tuple[object, Counter]:
-    """Run ``fn(*args, **kwargs)``; return its result and how many times each aten operation was dispatched in it,
-    forward and backward (views included: on a CPU what a GPU would launch, give or take the views)."""
-    counter: Counter = Counter()
-
-    class Counting(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            counter[str(func.overloadpacket)] += 1
-            return func(*args, **(kwargs or {}))
-
-    with Counting():
-        result = fn(*args, **kwargs)
-    return result, counter

@@ -114,7 +114,7 @@ def stability_page(results_dir=RESULTS / "stability") -> str:
         GENERATED, "# Path stability: do the gates settle early? (Hypothesis 1)", STABILITY_INTRO,
         f"{cfg['images']} seeded val images at {cfg['resolution']} px; checkpoints at epochs "
         f"{', '.join(f'{e:g}' for e in study['epochs'])}; measured in {sum(study['timings'].values()) / 60:.0f} "
-        "minutes (the sum of `timings.csv`).",
+        "minutes (the sum of the `timing_rank*.csv` files).",
         stability_table(study), "What the tables say:", _bullets(findings(study)),
         "Figures: " + ", ".join(f"[{n}](../../media/stability/{n}.png)"
                                 for n in ("jaccard", "cross_gating", "controls", "kernel_knn")) + "."]) + "\n"

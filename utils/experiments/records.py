@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 import torch
 
 
@@ -227,6 +228,22 @@ def load_csv_part(path, rows: int | None = None, run: str | None = None, items=N
     """The rows of a checked CSV part (:func:`load_part`), or None."""
     data = load_part(path, rows, run, items)
     return None if data is None else parse_csv(data)
+
+
+def save_array_part(path, arrays: dict, run: str | None = None, items=None) -> Path:
+    """Save named arrays (tensors) as a checked npz part; its row count is the number of arrays."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    return save_part(path, buffer.getvalue(), len(arrays), run, items)
+
+
+def load_array_part(path, rows: int | None = None, run: str | None = None, items=None) -> dict | None:
+    """The named arrays of a checked npz part (:func:`load_part`) as tensors, or None."""
+    data = load_part(path, rows, run, items)
+    if data is None:
+        return None
+    with np.load(io.BytesIO(data)) as f:
+        return {k: torch.from_numpy(v) for k, v in f.items()}
 
 
 # --- run identity --------------------------------------------------------------------------------------

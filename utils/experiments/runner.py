@@ -6,8 +6,9 @@ and its curves over training).
 * :func:`check_at_least`, :func:`check_input_size`: settings checked before anything is written;
 * :func:`run_identity`: what ``config.json`` holds and a resumed run must match;
 * :class:`Part` and :func:`run_parts`: the part loop. A job names its parts; under the folder's writer lock
-  rank r computes the parts r, r + W, ... that have no valid file yet and saves each as a checked CSV that
-  records its row count, the run's id and the items it covers (:mod:`.records`); rank 0 then merges them;
+  rank r computes the parts r, r + W, ... that have no valid file yet and saves each as a checked file (a CSV
+  of rows, or with :data:`ARRAY_PARTS` an npz of named arrays) that records its size, the run's id and the
+  items it covers (:mod:`.records`); rank 0 then merges them;
 * :func:`settings_arguments` / :func:`settings_from_args`: the command line built from a settings dataclass
   (a field's ``metadata`` may give its ``type``, ``choices``, ``help`` and shown ``default``).
 """
@@ -20,15 +21,15 @@ import os
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Generic, Protocol, TypeVar
 
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ..data.imagenette import imagenette_files, load_image
-from .records import (WriterLock, append_line, check_identity, list_sha256, load_csv_part, read_lock, run_id,
-                      save_csv_part)
+from .records import (WriterLock, append_line, check_identity, list_sha256, load_array_part, load_csv_part,
+                      read_lock, run_id, save_array_part, save_csv_part)
 
 
 def distributed() -> tuple[int, int, torch.device]:
@@ -99,25 +100,49 @@ def run_identity(settings, data_root: Path, picks: list, weights, **extra) -> di
 
 # --- the part loop -------------------------------------------------------------------------------------
 
+K = TypeVar("K")
+
+
 @dataclasses.dataclass(frozen=True)
-class Part:
-    """One resumable piece of a run: ``<out>/parts/<name>.csv``, the ``items`` it covers (JSON-able, e.g. image
-    positions; recorded in its check file), ``key`` (what else the job needs to compute it, e.g. the kind of
-    part or an epoch) and ``tag`` (its key in the timing files; default the name)."""
+class Part(Generic[K]):
+    """One resumable piece of a run: ``<out>/parts/<name>.<suffix>`` (its name also keys the timing files), the
+    ``items`` it covers (JSON-able, e.g. image indices, recorded in its check file; None for a part of every
+    image the run's identity names) and ``key``: what else the job needs to compute it, of one type per study
+    (e.g. the image positions of a batch, an epoch, or the kind of part)."""
     name: str
-    items: tuple
-    key: object = None
-    tag: str = ""
+    items: tuple | None
+    key: K = None
 
 
-class Job(Protocol):
+@dataclasses.dataclass(frozen=True)
+class PartFormat:
+    """How a job's parts are stored: the file suffix, ``save(path, value, run, items)``, ``load(path, run=,
+    items=)`` (None when the file is missing or fails its check) and ``merge(parts, values)``: the parts and
+    their values, in part order, made into what the job's merge function receives."""
+    suffix: str
+    save: Callable
+    load: Callable
+    merge: Callable[[list[Part], list], object]
+
+
+CSV_PARTS = PartFormat(".csv", save_csv_part, load_csv_part,
+                       lambda parts, values: [row for rows in values for row in rows])
+"""Rows (dicts with the same keys); merged into one list of rows."""
+ARRAY_PARTS = PartFormat(".npz", save_array_part, load_array_part,
+                         lambda parts, values: {part.name: value for part, value in zip(parts, values)})
+"""Named arrays (dicts of tensors); merged into a dict part name -> its arrays."""
+
+
+class Job(Protocol[K]):
     """What :func:`run_parts` needs of a runner: the results folder, the run's identity (on rank 0), the parts,
-    and a function computing one part's rows (dicts with the same keys, in column order)."""
+    and a function computing one part (for :data:`CSV_PARTS`, rows: dicts with the same keys, in column order).
+    A job may also set ``part_format`` (default :data:`CSV_PARTS`) and ``identity_keys``: the identity's keys
+    that must match on resuming and make the run's id (default all)."""
     out: Path
     identity: dict | None
-    parts: list[Part]
+    parts: list[Part[K]]
 
-    def compute(self, part: Part, device) -> list[dict]: ...
+    def compute(self, part: Part[K], device): ...
 
 
 def batches(count: int, size: int) -> list[range]:
@@ -125,9 +150,9 @@ def batches(count: int, size: int) -> list[range]:
     return [range(i, min(i + size, count)) for i in range(0, count, size)]
 
 
-def run_parts(prepare: Callable[[torch.device, int], Job], merge: Callable[[Path, list[dict]], list],
+def run_parts(prepare: Callable[[torch.device, int], Job], merge: Callable[[Path, object], object],
               label: str, progress: bool = True):
-    """Run (or resume) a job under torchrun or alone; ``merge(out, rows of every part)`` on rank 0, else None.
+    """Run (or resume) a job under torchrun or alone; ``merge(out, merged parts)`` on rank 0, else None.
 
     ``prepare(device, rank)`` validates the settings, picks the images and loads the models, writing nothing
     (rank 0's job carries the run's identity). Rank 0 then takes the folder's :class:`~.records.WriterLock`
@@ -137,10 +162,11 @@ def run_parts(prepare: Callable[[torch.device, int], Job], merge: Callable[[Path
     """
     rank, world, device = distributed()
     job = prepare(device, rank)
-    lock = WriterLock(job.out, run_id(job.identity)) if rank == 0 else None
+    keys = getattr(job, "identity_keys", None)
+    lock = WriterLock(job.out, run_id(job.identity, keys)) if rank == 0 else None
     with lock or contextlib.nullcontext():
         if rank == 0:
-            check_identity(job.out, job.identity)
+            check_identity(job.out, job.identity, keys)
         if world > 1:
             dist.barrier()
         if lock is None:  # another rank of this torchrun job: rank 0 holds the lock, which names the run
@@ -155,33 +181,39 @@ def run_parts(prepare: Callable[[torch.device, int], Job], merge: Callable[[Path
     return None
 
 
+def part_format(job: Job) -> PartFormat:
+    return getattr(job, "part_format", CSV_PARTS)
+
+
 def part_path(job: Job, part: Part) -> Path:
-    return job.out / "parts" / f"{part.name}.csv"
+    return job.out / "parts" / f"{part.name}{part_format(job).suffix}"
 
 
 def _compute_parts(job: Job, lock: WriterLock, rank: int, world: int, device, label: str, progress: bool) -> None:
-    run = lock.holder["run"]
+    run, fmt = lock.holder["run"], part_format(job)
     mine = job.parts[rank::world]
-    todo = [part for part in mine if load_csv_part(part_path(job, part), run=run, items=part.items) is None]
+    todo = [part for part in mine if fmt.load(part_path(job, part), run=run, items=part.items) is None]
     label += f" rank {rank}" if world > 1 else ""
     with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=label, position=rank, disable=not progress) as bar:
         for part in todo:
             began = time.perf_counter()
-            rows = job.compute(part, device)
+            value = job.compute(part, device)
             lock.check(token=rank == 0)
-            save_csv_part(part_path(job, part), rows, run, part.items)
+            fmt.save(part_path(job, part), value, run, part.items)
             seconds = time.perf_counter() - began
-            append_line(job.out / f"timing_rank{rank}.csv", f"{part.tag or part.name},{seconds:.1f}")
+            append_line(job.out / f"timing_rank{rank}.csv", f"{part.name},{seconds:.1f}")
             bar.update()
 
 
-def merged_scores(job: Job, run: str) -> list[dict]:
-    """The rows of every part of ``job`` in part order; a RuntimeError naming the parts with no valid file."""
-    parts = [load_csv_part(part_path(job, part), run=run, items=part.items) for part in job.parts]
-    missing = [f"{part.name}.csv" for part, rows in zip(job.parts, parts) if rows is None]
+def merged_scores(job: Job, run: str):
+    """Every part of ``job`` in part order, merged by its :class:`PartFormat` (for CSV parts, their rows); a
+    RuntimeError naming the parts with no valid file."""
+    fmt = part_format(job)
+    parts = [fmt.load(part_path(job, part), run=run, items=part.items) for part in job.parts]
+    missing = [part_path(job, part).name for part, value in zip(job.parts, parts) if value is None]
     if missing:
         raise RuntimeError(f"parts {missing} have no valid results in {job.out / 'parts'}: run the command again")
-    return [row for rows in parts for row in rows]
+    return fmt.merge(job.parts, parts)
 
 
 def labelled(rows: list[dict], samples: list[dict], columns) -> list[dict]:

@@ -91,10 +91,10 @@ class _ControlJob:
     picks: list
 
     def __post_init__(self):
-        self.parts = [Part(f"batch_{b:04d}", tuple(items)) for b, items in
-                      enumerate(batches(len(self.picks), self.settings.batch))]
+        self.parts: list[Part[None]] = [Part(f"batch_{b:04d}", tuple(items)) for b, items in
+                                        enumerate(batches(len(self.picks), self.settings.batch))]
 
-    def compute(self, part: Part, device) -> list[dict]:
+    def compute(self, part: Part[None], device) -> list[dict]:
         images = load_images(self.picks, part.items, self.settings.size, device)
         targets = six_targets(part.items, device)
         rows = control_rows(self.models, images, targets, mismatched(targets, part.items), self.settings.temperature)

@@ -144,8 +144,8 @@ class _CurveJob:
 
     def __post_init__(self):
         s = self.settings
-        self.parts = [Part(f"epoch_{epoch_tag(epoch)}_batch_{b:04d}", tuple(items), epoch) for epoch in s.epochs
-                      for b, items in enumerate(batches(len(self.picks), s.batch))]
+        self.parts: list[Part[float]] = [Part(f"epoch_{epoch_tag(epoch)}_batch_{b:04d}", tuple(items), epoch)
+                                         for epoch in s.epochs for b, items in enumerate(batches(len(self.picks), s.batch))]
         self._epoch, self._models = None, {}
 
     def models(self, epoch: float, device) -> dict:
@@ -157,7 +157,7 @@ class _CurveJob:
             self._epoch = epoch
         return self._models
 
-    def compute(self, part: Part, device) -> list[dict]:
+    def compute(self, part: Part[float], device) -> list[dict]:
         """Load the part's images, score every run at its epoch and return the rows in column order."""
         s, epoch = self.settings, part.key
         images = load_images(self.picks, part.items, s.size, device)

@@ -39,6 +39,7 @@ import argparse
 import dataclasses
 from itertools import permutations
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -247,6 +248,11 @@ def image_samples(picks: list, positions) -> list[dict]:
             for k in positions]
 
 
+PartKind = Literal["batch", "mosaic"]
+"""An alignment part's key: a batch of picked images (items: their positions) or of mosaics (items: mosaic
+numbers)."""
+
+
 @dataclasses.dataclass
 class _AlignmentJob:
     """A validated run: settings, models, the seeded images and the parts (image batches, mosaic groups)."""
@@ -259,12 +265,11 @@ class _AlignmentJob:
 
     def __post_init__(self):
         s, per = self.settings, max(1, self.settings.batch // 4)  # 4 samples per mosaic
-        self.parts = ([Part(f"batch_{b:04d}", tuple(items), "batch") for b, items in
-                       enumerate(batches(len(self.picks), s.batch))]
-                      + [Part(f"mosaic_{b:04d}", tuple(items), "mosaic") for b, items in
-                         enumerate(batches(s.mosaics, per))])
+        self.parts: list[Part[PartKind]] = (
+            [Part(f"batch_{b:04d}", tuple(items), "batch") for b, items in enumerate(batches(len(self.picks), s.batch))]
+            + [Part(f"mosaic_{b:04d}", tuple(items), "mosaic") for b, items in enumerate(batches(s.mosaics, per))])
 
-    def compute(self, part: Part, device) -> list[dict]:
+    def compute(self, part: Part[PartKind], device) -> list[dict]:
         """Load the part's images, score them and return its rows in column order."""
         s = self.settings
         if part.key == "batch":

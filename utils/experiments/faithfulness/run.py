@@ -167,10 +167,11 @@ class _FaithfulnessJob:
     randomised: list
 
     def __post_init__(self):
-        self.parts = [Part(f"batch_{b:04d}", tuple(self.picks[i][0] for i in items), key=items, tag=str(b))
-                      for b, items in enumerate(batches(len(self.picks), self.settings.batch))]
+        # items: the images' indices (what the part covers); key: their positions in the picks
+        self.parts: list[Part[range]] = [Part(f"batch_{b:04d}", tuple(self.picks[i][0] for i in items), items)
+                                         for b, items in enumerate(batches(len(self.picks), self.settings.batch))]
 
-    def compute(self, part: Part, device) -> list[dict]:
+    def compute(self, part: Part[range], device) -> list[dict]:
         """Decode a batch, score it and return its rows in the part's column order."""
         s, items = self.settings, part.key
         images = load_images(self.picks, items, s.size, device)

@@ -39,7 +39,8 @@ def load_study(results_dir=RESULTS / "stability") -> dict:
     ``"jaccard_vs_final_by_site"`` (S, sites), ``"cross"[kind][metric]`` (S, S) for kind in hard / soft and
     metric in accuracy / pearson / agreement (rows: gates from s, columns: weights of t), ``"controls"``
     (column -> (S,) array, NaN where the control run had no checkpoint), ``"kernel_knn"`` and ``"summary"``
-    (lists of row dicts), ``"timings"`` (piece -> seconds, summed over runs that computed it).
+    (lists of row dicts), ``"timings"`` (piece -> seconds, summed over the ranks and runs that computed it:
+    the ``timing_rank<r>.csv`` files).
     """
     out = Path(results_dir)
     cfg = json.loads((out / "config.json").read_text())
@@ -53,9 +54,9 @@ def load_study(results_dir=RESULTS / "stability") -> dict:
     controls = [_numbers(r) for r in read_csv(out / "controls.csv")]
     study["controls"] = {k: np.array([r[k] for r in controls], dtype=float) for k in controls[0]}
     timings: dict[str, float] = {}
-    if (out / "timings.csv").exists():
-        with open(out / "timings.csv", newline="") as f:
-            for name, seconds, *_ in csv.reader(f):
+    for path in sorted(out.glob("timing_rank*.csv")):
+        with open(path, newline="") as f:
+            for name, seconds in csv.reader(f):
                 timings[name] = timings.get(name, 0.0) + float(seconds)
     study["timings"] = timings
     return study

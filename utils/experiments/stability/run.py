@@ -19,8 +19,10 @@ another seed (default ``data/checkpoints/seed1``; whatever epochs it has so far)
   of the input cosine ``<x, x'>``, the hard and soft excitation kernels (Eq. 23, cosine form) and the cosine of
   the penultimate features, at a few checkpoints, with each classifier's agreement with the network;
 * ``summary.csv`` (one row per checkpoint), ``config.json`` (the run's identity: settings, data root, image
-  lists' and checkpoints' hashes), ``timings.csv`` (seconds per piece), and ``parts/`` (per-image results of
-  each piece, checked on reading: a rerun skips every sound piece and recomputes a damaged one).
+  lists' and checkpoints' hashes), ``timing_rank0.csv`` (seconds per piece), and ``parts/`` (per-image results
+  of each piece, checked on reading: a rerun skips every sound piece and recomputes a damaged one). The pieces
+  are the parts of the shared loop, :func:`utils.experiments.runner.run_parts` (under ``torchrun`` the ranks
+  share them).
 
 :mod:`.tables` assembles the CSVs from the parts, :mod:`.report` reads them back,
 :mod:`utils.figures.stability` draws them.
@@ -34,7 +36,7 @@ checkpoints, hard and soft, ``2 S^2`` cross-gated passes per image, so S = 9 che
 0.75, 1, 2, 4, 8, 16: every quarter over the first epoch, then doubling) and 500 val images. The
 kernels take ``N + 2 M`` gate passes and ``2 N M units`` multiply-adds per checkpoint, so a 1,000-image
 train subset (100 per class) and three checkpoints (0, 1, 16). The whole default study takes about 30
-minutes (``timings.csv`` has seconds per piece).
+minutes (``timing_rank0.csv`` has seconds per piece).
 """
 from __future__ import annotations
 
@@ -42,11 +44,10 @@ import argparse
 import dataclasses
 import sys
 import time
-from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import torch
-from tqdm.auto import tqdm
 
 from ...analysis.cross_gating import cross_gated_predictions, cross_gating_rows
 from ...analysis.gating import input_kernel
@@ -55,11 +56,12 @@ from ...analysis.overlap import jaccard_matrix
 from ...core.gates import check_temperature
 from ...data.imagenette import data_root_from_env, load_image
 from ...paths import CHECKPOINTS, MEDIA, RESULTS, shown
-from ..records import (WriterLock, append_line, check_identity, file_sha256, list_sha256, read_csv, run_id,
-                       write_csv)
-from ..runner import check_at_least, seeded_images, settings_arguments, settings_from_args
+from ...figures.stability import plot_study
+from ..records import file_sha256, list_sha256, write_csv
+from ..runner import ARRAY_PARTS, Part, check_at_least, run_parts, seeded_images, settings_arguments, settings_from_args
 from ..training.checkpoints import epoch_tag, list_checkpoints, load_checkpoint
-from .tables import KNN_K, MEASUREMENT_KEYS, load_piece, save_piece, write_tables
+from .report import load_study
+from .tables import KNN_K, MEASUREMENT_KEYS, write_tables
 
 DEFAULT_EPOCHS = (0, 0.25, 0.5, 0.75, 1, 2, 4, 8, 16)
 DEFAULT_KERNEL_EPOCHS = (0, 1, 16)
@@ -106,56 +108,83 @@ def seeded_subset(root, split: str, n: int, seed: int, balanced: bool = False) -
     return picked
 
 
-class _Run:
-    """Holds the settings, decodes images and loads checkpoints only when a missing piece needs them."""
+@dataclasses.dataclass(frozen=True)
+class Piece:
+    """A stability part's key: which measurement (``kind``) and, for all but the Jaccard matrix and the input
+    kernel, the checkpoint epoch it is about."""
+    kind: Literal["row", "jaccard", "random", "seed", "kernel_input", "kernel"]
+    epoch: float | None = None
 
-    def __init__(self, cfg: dict, data: Path, main: dict, control, lock: WriterLock, progress: bool):
-        self.cfg, self.data, self.progress, self.main = cfg, data, progress, main
-        self.lock, self.out, self.run = lock, lock.path.parent, lock.holder["run"]
-        ctrl = Path(control) if control else None
-        self.control = dict(list_checkpoints(ctrl)) if ctrl is not None and ctrl.is_dir() else {}
-        self.control_epochs = [e for e in cfg["epochs"] if e in self.control]
-        absent = [e for e in cfg["epochs"] if e not in self.control]
-        if absent:
-            print(f"control run {ctrl}: {'no checkpoints' if not self.control else 'partial'}; seed controls for "
-                  f"epochs {self.control_epochs or 'none'}, none yet for {absent} (re-run later to add them)",
-                  file=sys.stderr)
+    @property
+    def name(self) -> str:
+        """Its file name under ``parts/`` (and its line in the timing files)."""
+        tag = "" if self.epoch is None else epoch_tag(self.epoch)
+        return {"row": f"row_s{tag}", "random": f"random_e{tag}", "seed": f"seed_e{tag}",
+                "kernel": f"kernel_e{tag}"}.get(self.kind, self.kind)
+
+
+@dataclasses.dataclass
+class _StabilityJob:
+    """A validated study for :func:`utils.experiments.runner.run_parts`: one part (npz of named arrays) per
+    :class:`Piece`; decodes images and loads checkpoints only when a missing piece needs them."""
+    cfg: dict
+    data: Path
+    main: dict
+    control: dict
+    lists: list
+    out: Path
+    identity: dict
+    chunk_size: int
+    part_format = ARRAY_PARTS
+    identity_keys = MEASUREMENT_KEYS
+
+    def __post_init__(self):
+        epochs = self.cfg["epochs"]
+        pieces = ([Piece("row", e) for e in epochs] + [Piece("jaccard")] + [Piece("random", e) for e in epochs]
+                  + [Piece("seed", e) for e in epochs if e in self.control]
+                  + [Piece("kernel_input")] + [Piece("kernel", e) for e in self.cfg["kernel_epochs"]])
+        # items None: every piece covers all the listed images, which the run's identity pins
+        self.parts: list[Part[Piece]] = [Part(p.name, None, p) for p in pieces]
         self.models: dict = {}
+        self.decoded: dict = {}
 
-    def piece(self, name: str, compute) -> dict:
-        """A sound stored piece, or compute, store and time it."""
-        stored = load_piece(self.out, name, self.run)
-        if stored is not None:
-            return stored
-        start = time.perf_counter()
-        arrays = compute()
-        self.lock.check()
-        save_piece(self.out, name, arrays, self.run)
-        append_line(self.out / "timings.csv", f"{name},{time.perf_counter() - start:.1f},{torch.get_num_threads()}")
-        return arrays
-
-    def model(self, run: str, epoch: float):
+    def model(self, run: str, epoch: float, device):
         key = (run, epoch)
         if key not in self.models:
-            model = load_checkpoint((self.main if run == "main" else self.control)[epoch])
+            model = load_checkpoint((self.main if run == "main" else self.control)[epoch]).to(device)
             self.models[key] = model.to(memory_format=torch.channels_last)  # ~1.5x faster convolutions on CPU
         return self.models[key]
 
-    def _decode(self, rows) -> tuple[torch.Tensor, torch.Tensor]:
-        r = self.cfg["resolution"]
-        x = torch.stack([load_image(self.data / row["path"], r) for row in rows])
-        return x.contiguous(memory_format=torch.channels_last), torch.tensor([int(row["label"]) for row in rows])
+    def images(self, split: str, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The listed ``split`` images (val or train), decoded once: (N, 3, r, r) channels-last, (N,) labels."""
+        if split not in self.decoded:
+            rows = dict(self.lists)[f"{split}_images"]
+            x = torch.stack([load_image(self.data / row["path"], self.cfg["resolution"]) for row in rows])
+            self.decoded[split] = (x.contiguous(memory_format=torch.channels_last).to(device),
+                                   torch.tensor([int(row["label"]) for row in rows], device=device))
+        return self.decoded[split]
 
-    @cached_property
-    def val(self):
-        return self._decode(read_csv(self.out / "val_images.csv"))
-
-    @cached_property
-    def train(self):
-        return self._decode(read_csv(self.out / "train_images.csv"))
-
-    def bar(self, names, desc):
-        return tqdm(names, desc=desc, disable=not self.progress)
+    def compute(self, part: Part[Piece], device) -> dict:
+        """The piece's named arrays (on the CPU, for its npz file)."""
+        kind, e, T, c = part.key.kind, part.key.epoch, self.cfg["temperature"], self.chunk_size
+        val = self.images("val", device)
+        main = lambda: [self.model("main", t, device) for t in self.cfg["epochs"]]  # noqa: E731
+        if kind == "row":
+            arrays = _row(cross_gating_rows(self.model("main", e, device), main(), *val, (None, T), chunk_size=c))
+        elif kind == "jaccard":
+            arrays = {"per_site": jaccard_matrix(main(), val[0], c, per_site=True)}
+        elif kind == "random":
+            gen = torch.Generator().manual_seed(self.cfg["seed"] * 100_003 + round(e * 100))
+            model = self.model("main", e, device)
+            arrays = cross_gated_predictions(model, [model], *val, None, chunk_size=c, control=gen)
+        elif kind == "seed":
+            arrays = _seed_control(self.model("main", e, device), self.model("control", e, device), val, T, c)
+        elif kind == "kernel_input":
+            train = self.images("train", device)
+            arrays = _knn_predictions(input_kernel(val[0], train[0]), train[1])
+        else:
+            arrays = _kernel_piece(self.model("main", e, device), val, self.images("train", device), T, c)
+        return {k: v.cpu() for k, v in arrays.items()}
 
 
 def _checked_setup(data, checkpoints, control, s: StabilitySettings) -> tuple[Path, dict, dict, dict, list]:
@@ -189,48 +218,44 @@ def _checked_setup(data, checkpoints, control, s: StabilitySettings) -> tuple[Pa
 
 
 def run_study(data=None, checkpoints=CHECKPOINTS / "seed0", control=CHECKPOINTS / "seed1", out=RESULTS / "stability",
-              media=MEDIA / "stability", progress: bool = True, **settings) -> dict:
+              media=MEDIA / "stability", progress: bool = True, **settings) -> dict | None:
     """Compute every missing piece, then write the CSVs (and figures into ``media`` unless None).
 
     ``settings`` are the fields of :class:`StabilitySettings` (``images``, ``epochs``, ``resolution``, ...).
-    Returns :func:`utils.experiments.stability.load_study` of ``out``. ``epochs`` / ``kernel_epochs`` must all
-    exist in ``checkpoints``; ``control`` may be missing or partial. See the module docstring for what is
-    measured. The settings, data and checkpoints are checked before anything is written to ``out``, and the
-    run holds ``out``'s writer lock while it writes.
+    Returns :func:`utils.experiments.stability.load_study` of ``out`` (None on the other ranks under
+    ``torchrun``). ``epochs`` / ``kernel_epochs`` must all exist in ``checkpoints``; ``control`` may be missing
+    or partial. See the module docstring for what is measured. The settings, data and checkpoints are checked
+    before anything is written to ``out``; the pieces are the parts of :func:`~..runner.run_parts` (resumable,
+    one timing line each in ``timing_rank<r>.csv``), which holds ``out``'s writer lock while it writes.
     """
     s = StabilitySettings(**settings)
     data, main, cfg, identity, lists = _checked_setup(data or data_root_from_env(), checkpoints, control, s)
-    out = Path(out)
-    with WriterLock(out, run_id(identity, MEASUREMENT_KEYS)) as lock:
-        check_identity(out, identity, MEASUREMENT_KEYS)
+    control_runs = _control_checkpoints(control, cfg["epochs"])
+
+    def prepare(device, rank):
+        return _StabilityJob(cfg, data, main, control_runs, lists, Path(out), identity, s.chunk_size)
+
+    def merge(folder: Path, pieces: dict) -> dict:
         for name, rows in lists:
-            write_csv(out / f"{name}.csv", rows)
-        _compute_pieces(_Run(cfg, data, main, control, lock, progress), cfg, s.chunk_size)
-        write_tables(out, cfg)
-    if media is not None:
-        from ...figures.stability import plot_study
-        plot_study(out, media)
-    from .report import load_study
-    return load_study(out)
+            write_csv(folder / f"{name}.csv", rows)
+        write_tables(folder, cfg, pieces)
+        if media is not None:
+            plot_study(folder, media)
+        return load_study(folder)
+
+    return run_parts(prepare, merge, "stability pieces", progress)
 
 
-def _compute_pieces(run: _Run, cfg: dict, c: int) -> None:
-    epochs, T, seed = cfg["epochs"], cfg["temperature"], cfg["seed"]
-    main = lambda: [run.model("main", e) for e in epochs]  # noqa: E731 - loaded only if a piece needs them
-    for e in run.bar(epochs, "cross-gating rows s"):
-        run.piece(f"row_s{epoch_tag(e)}", lambda: _row(cross_gating_rows(run.model("main", e), main(), *run.val,
-                                                                         (None, T), chunk_size=c)))
-    for _ in run.bar(["jaccard"], "gate Jaccard"):
-        run.piece("jaccard", lambda: {"per_site": jaccard_matrix(main(), run.val[0], c, per_site=True)})
-    for e in run.bar(epochs, "random-gate control"):
-        gen = torch.Generator().manual_seed(seed * 100_003 + round(e * 100))
-        run.piece(f"random_e{epoch_tag(e)}", lambda: cross_gated_predictions(
-            run.model("main", e), [run.model("main", e)], *run.val, None, chunk_size=c, control=gen))
-    for e in run.bar(run.control_epochs, "seed control"):
-        run.piece(f"seed_e{epoch_tag(e)}", lambda: _seed_control(run, e, T, c))
-    run.piece("kernel_input", lambda: _knn_predictions(input_kernel(run.val[0], run.train[0]), run.train[1]))
-    for e in run.bar(cfg["kernel_epochs"], "kernel kNN"):
-        run.piece(f"kernel_e{epoch_tag(e)}", lambda: _kernel_piece(run, e, T, c))
+def _control_checkpoints(control, epochs) -> dict:
+    """The control run's checkpoints by epoch (none if its folder is missing), saying which epochs lack one."""
+    folder = Path(control) if control else None
+    found = dict(list_checkpoints(folder)) if folder is not None and folder.is_dir() else {}
+    absent = [e for e in epochs if e not in found]
+    if absent:
+        print(f"control run {folder}: {'no checkpoints' if not found else 'partial'}; seed controls for epochs "
+              f"{[e for e in epochs if e in found] or 'none'}, none yet for {absent} (re-run later to add them)",
+              file=sys.stderr)
+    return found
 
 
 def _identity_path(path) -> str:
@@ -247,23 +272,22 @@ def _row(rows: dict) -> dict:
     return flat
 
 
-def _seed_control(run: _Run, e: float, temperature: float, chunk_size: int) -> dict:
-    """The weights of the main run at epoch e with the gates of the control run at e (hard and soft)."""
-    mine, other = run.model("main", e), run.model("control", e)
-    rows = cross_gating_rows(other, [mine], *run.val, (None, temperature), chunk_size=chunk_size)
+def _seed_control(mine, other, val, temperature: float, chunk_size: int) -> dict:
+    """The weights of the main run at an epoch (``mine``) with the gates of the control run at that epoch
+    (``other``), hard and soft."""
+    rows = cross_gating_rows(other, [mine], *val, (None, temperature), chunk_size=chunk_size)
     return {"hard_pred": rows["pred"][0, 0], "hard_true": rows["true"][0, 0], "soft_pred": rows["pred"][1, 0],
             "soft_true": rows["true"][1, 0], "own_pred": rows["own_pred"],
-            "jaccard_per_site": jaccard_matrix([mine, other], run.val[0], chunk_size, per_site=True)[0, 1]}
+            "jaccard_per_site": jaccard_matrix([mine, other], val[0], chunk_size, per_site=True)[0, 1]}
 
 
 def _knn_predictions(kernel: torch.Tensor, train_labels: torch.Tensor) -> dict:
     return {"pred": torch.stack([kernel_knn_predict(kernel, train_labels, k) for k in KNN_K])}
 
 
-def _kernel_piece(run: _Run, e: float, temperature: float, chunk_size: int) -> dict:
+def _kernel_piece(model, val, train, temperature: float, chunk_size: int) -> dict:
     """kNN predictions (len(KNN_K), N) of the hard and soft excitation kernels and the penultimate cosine."""
-    model = run.model("main", e)
-    (xv, _), (xt, yt) = run.val, run.train
+    (xv, _), (xt, yt) = val, train
     # All val gates held at once (1.6 GB per kind at 112px for 500 images): the train images pass only once.
     hard, soft = excitation_kernels(model, xv, xt, (None, temperature), chunk_size=chunk_size, block_size=500)
     fv, ft = penultimate_features(model, xv, chunk_size), penultimate_features(model, xt, chunk_size)

@@ -1,15 +1,14 @@
-"""The study's on-disk records: its pieces under ``<out>/parts/`` (checked npz files) and the CSV tables
-assembled from them (cheap; rerun whenever pieces were added)."""
+"""The study's CSV tables, assembled from its pieces (the parts of :func:`utils.experiments.runner.run_parts`
+under ``<out>/parts/``, checked npz files; cheap, rerun whenever pieces were added)."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ...analysis.cross_gating import cross_gating_metrics
-from ..records import load_part, read_csv, save_part, write_csv, write_rows
+from ..records import read_csv, write_csv, write_rows
 from ..training.checkpoints import epoch_tag
 from .report import KERNELS, KNN_K
 
@@ -21,41 +20,20 @@ CROSS_KEYS = (("accuracy", "accuracy"), ("correlation", "pearson"), ("agreement"
 NAN = float("nan")
 
 
-def piece_path(out, name: str) -> Path:
-    return Path(out) / "parts" / f"{name}.npz"
-
-
-def save_piece(out, name: str, arrays: dict, run: str | None = None) -> None:
-    """Store a piece (named arrays) as a checked part of run ``run``: row count = number of arrays."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
-    save_part(piece_path(out, name), buffer.getvalue(), len(arrays), run)
-
-
-def load_piece(out, name: str, run: str | None = None) -> dict | None:
-    """A sound piece (made by run ``run``, if given) as torch tensors; None if it is not there or failed its
-    check (then with a warning)."""
-    data = load_part(piece_path(out, name), run=run)
-    if data is None:
-        return None
-    with np.load(io.BytesIO(data)) as f:
-        return {k: torch.from_numpy(v) for k, v in f.items()}
-
-
 def _write_matrix(path: Path, m, rows, columns, corner: str = "gates from s \\ weights of t") -> None:
     lines = [[corner] + list(columns)] + [[label] + [f"{v:.6f}" for v in values]
                                           for label, values in zip(rows, np.asarray(m))]
     write_rows(path, lines)
 
 
-def write_tables(out, cfg: dict) -> None:
-    """Assemble the CSVs in ``out`` from its ``parts/``."""
+def write_tables(out, cfg: dict, pieces: dict) -> None:
+    """Assemble the CSVs in ``out`` from ``pieces`` (piece name -> its arrays) and ``out/val_images.csv``."""
     out, epochs = Path(out), cfg["epochs"]
     labels = torch.tensor([int(r["label"]) for r in read_csv(out / "val_images.csv")])
-    rows = [load_piece(out, f"row_s{epoch_tag(e)}") for e in epochs]
+    rows = [pieces[f"row_s{epoch_tag(e)}"] for e in epochs]
     own = {"pred": torch.stack([r["own_pred"] for r in rows]), "true": torch.stack([r["own_true"] for r in rows])}
     own["accuracy"] = (own["pred"] == labels).double().mean(-1)
-    per_site = load_piece(out, "jaccard")["per_site"]
+    per_site = pieces["jaccard"]["per_site"]
     names = [f"{e:g}" for e in epochs]
     _write_matrix(out / "jaccard.csv", per_site.mean(-1), names, names, "checkpoint s \\ checkpoint t")
     _write_matrix(out / "jaccard_vs_final_by_site.csv", per_site[:, -1], names,
@@ -68,9 +46,9 @@ def write_tables(out, cfg: dict) -> None:
         for key, name in CROSS_KEYS:
             _write_matrix(out / f"cross_{kind}_{name}.csv", cross[kind][key], names, names)
     active = [r["hard_active"].mean().item() for r in rows]
-    controls = _controls(out, epochs, own, labels, active)
+    controls = _controls(pieces, epochs, own, labels, active)
     write_csv(out / "controls.csv", controls, decimals=6)
-    knn = _kernel_rows(out, cfg["kernel_epochs"], labels)
+    knn = _kernel_rows(pieces, cfg["kernel_epochs"], labels)
     write_csv(out / "kernel_knn.csv", knn, decimals=6)
     summary = _summary(epochs, own, active, per_site, _chance_vs_final(rows), cross, controls, knn)
     write_csv(out / "summary.csv", summary, decimals=6)
@@ -84,15 +62,15 @@ def _chance_vs_final(rows: list[dict]) -> torch.Tensor:
     return (fractions * pf / (fractions + pf - fractions * pf)).mean(-1)
 
 
-def _controls(out: Path, epochs, own: dict, labels, active) -> list[dict]:
+def _controls(pieces: dict, epochs, own: dict, labels, active) -> list[dict]:
     controls = []
     for t, e in enumerate(epochs):
-        rnd = load_piece(out, f"random_e{epoch_tag(e)}")
+        rnd = pieces[f"random_e{epoch_tag(e)}"]
         rm = cross_gating_metrics(rnd["pred"][0], rnd["true"][0], own["pred"][t], own["true"][t], labels)
         row = {"epoch": e, "own_accuracy": own["accuracy"][t].item(), "active_fraction": active[t],
                "random_hard_accuracy": rm["accuracy"].item(), "random_hard_pearson": rm["correlation"].item(),
                "random_hard_agreement": rm["agreement"].item()}
-        seed = load_piece(out, f"seed_e{epoch_tag(e)}")  # None until the control run has reached epoch e
+        seed = pieces.get(f"seed_e{epoch_tag(e)}")  # None until the control run has reached epoch e
         row["control_own_accuracy"] = NAN if seed is None else (seed["own_pred"] == labels).double().mean().item()
         row["control_jaccard"] = NAN if seed is None else seed["jaccard_per_site"].mean().item()
         for kind in ("hard", "soft"):
@@ -104,11 +82,11 @@ def _controls(out: Path, epochs, own: dict, labels, active) -> list[dict]:
     return controls
 
 
-def _kernel_rows(out: Path, kernel_epochs, labels) -> list[dict]:
+def _kernel_rows(pieces: dict, kernel_epochs, labels) -> list[dict]:
     knn = []
-    base = load_piece(out, "kernel_input")
+    base = pieces["kernel_input"]
     for e in kernel_epochs:
-        piece = load_piece(out, f"kernel_e{epoch_tag(e)}")
+        piece = pieces[f"kernel_e{epoch_tag(e)}"]
         model_pred = piece["model_pred"]
         for kernel in KERNELS:
             pred = base["pred"] if kernel == "input" else piece[kernel]

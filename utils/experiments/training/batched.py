@@ -34,7 +34,7 @@ from ...models.nets import ARCHITECTURES
 from ...models.zoo import trained_stem
 from ...paths import DATA
 from ..records import write_csv
-from .run import evaluate, lr_at, save_half
+from .shared import evaluate, lr_at, save_half
 
 BATCHED = {"resnet50": 80, "densenet121": 33}  # architecture -> epochs of the committed weights
 CROP_SCHEDULE = ((0.6, 0.8), (0.85, 0.9), (1.0, 1.0))  # (until this fraction of epochs, crop size / --size)

@@ -30,8 +30,10 @@ from ...data.imagenette import decode_split
 from ...models.nets import ARCHITECTURES
 from ...models.zoo import trained_stem
 from ...paths import DATA
-from ..records import torch_save, write_csv
+from ..records import write_csv
+from . import batched
 from .checkpoints import default_folder, last_whole_epoch, save_checkpoint
+from .shared import evaluate, lr_at, save_half
 
 # Training resolution of each epoch; the last ones at the 224px the figures use.
 RESOLUTIONS = (112,) * 6 + (128,) * 6 + (160,) * 2 + (224,) * 2
@@ -57,32 +59,6 @@ def random_resized_crop(images: torch.Tensor, size: int, generator: torch.Genera
             crop = crop.flip(-1)
         out[i] = crop.float()
     return out.div_(127.5).sub_(1.0)
-
-
-@torch.no_grad()
-def evaluate(model, images: torch.Tensor, labels: torch.Tensor, size: int, device, batch_size=128) -> float:
-    """Top-1 accuracy (fraction) of ``model`` on uint8 images resized to ``size``."""
-    model.eval()
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size]
-        if x.shape[-1] != size:
-            x = TF.resize(x, [size, size], antialias=True)
-        x = x.float().div(127.5).sub(1.0).to(device, memory_format=torch.channels_last)
-        correct += (model(x).argmax(1).cpu() == labels[start:start + batch_size]).sum().item()
-    return correct / len(images)
-
-
-def lr_at(progress: float, peak: float, warmup: float) -> float:
-    """Linear warm-up to ``peak`` over the first ``warmup`` fraction, then cosine decay to zero."""
-    if progress < warmup:
-        return peak * progress / warmup
-    return 0.5 * peak * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup)))
-
-
-def save_half(model, path: Path) -> None:
-    """Float16 state dict (halves the committed file); BN counters stay integer."""
-    torch_save({k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}, path)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -171,9 +147,7 @@ def main(argv=None):
     arch = argparse.ArgumentParser(add_help=False)
     arch.add_argument("--arch")
     if arch.parse_known_args(argv)[0].arch in ("resnet50", "densenet121"):  # the paper's: the batched device recipe
-        from .batched import main as batched
-
-        return batched(argv)
+        return batched.main(argv)
     args = _parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
