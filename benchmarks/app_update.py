@@ -1,6 +1,7 @@
 """Time one update of the explorer page (``make app``), measured in a real browser.
 
     python benchmarks/app_update.py [--repo PATH] [--model resnet50_imagenette] [--repeats 5] [--steps 5]
+                                    [--screenshot media/app.png]
 
 Serves ``app/explorer.ipynb`` of the checkout ``--repo`` (default: this one) with Voilà on a free localhost
 port, opens it in headless Chromium (Debian's; Playwright downloads none), switches to ``--model`` if the page
@@ -8,7 +9,8 @@ starts on another, then changes the target class ``--repeats`` times. Each time 
 from the change event on the target list to the status line saying the update for the new target is done
 (the status is written after the last panel), and the median is printed, with the load average it ran under.
 Works on the page before and after it showed pullback and gradient side by side (both write
-``p(<target>) ... after <k> steps`` when done).
+``p(<target>) ... after <k> steps`` when done). ``--screenshot`` saves the page as it first opens (the README's
+``media/app.png``).
 """
 from __future__ import annotations
 
@@ -66,10 +68,13 @@ def option_labels(page, label: str) -> list[str]:
                          label)
 
 
-def measure(page, model: str, repeats: int, steps: int) -> list[float]:
+def measure(page, model: str, repeats: int, steps: int, screenshot: Path | None = None) -> list[float]:
     """Milliseconds of ``repeats`` target changes on ``model`` (the page already loaded)."""
     done = rf"after {steps} steps"
     page.wait_for_function(TAG_STATUS, arg=done, timeout=STARTUP_SECONDS * 1000)
+    if screenshot is not None:
+        page.mouse.move(0, 0)
+        page.screenshot(path=str(screenshot), full_page=True)
     models = option_labels(page, "model")
     current = page.evaluate(f"label => ({OPTIONS})(label).selectedIndex", "model")
     if models[current] != model:
@@ -91,6 +96,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", default="resnet50_imagenette")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="the page's k (its default; not changed here)")
+    parser.add_argument("--screenshot", type=Path, help="save the page as it first opens to this PNG")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -100,10 +106,10 @@ def main(argv=None) -> dict:
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=chromium_executable(), headless=True)
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page = browser.new_page(viewport={"width": 1320, "height": 900})
                 page.goto(f"http://127.0.0.1:{port}/", timeout=STARTUP_SECONDS * 1000)
                 load = os.getloadavg()[0]
-                times = measure(page, args.model, args.repeats, args.steps)
+                times = measure(page, args.model, args.repeats, args.steps, args.screenshot)
                 load = (load + os.getloadavg()[0]) / 2
                 browser.close()
         finally:

@@ -149,6 +149,13 @@ def open_page(browser, url: str, requests: list):
     return page
 
 
+def upload(page, path: Path) -> None:
+    """Choose ``path`` with the upload button (ipywidgets creates its file input only for the click)."""
+    with page.expect_file_chooser() as chooser:
+        page.locator(".widget-upload").click()
+    chooser.value.set_files(str(path))
+
+
 def shown_png(page, selector: str) -> np.ndarray:
     """The pixels of the PNG an <img> (a data: or blob: URL) shows, (H, W, 3) uint8."""
     data = page.evaluate("async src => Array.from(new Uint8Array(await (await fetch(src)).arrayBuffer()))",
@@ -253,13 +260,13 @@ def test_uploads_are_confirmed_and_bad_files_explained(browser, app, tmp_path):
     page.locator(".widget-html", has_text=finished()).wait_for()
     wide = tmp_path / "wide.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (150, 300, 3), dtype=np.uint8)).save(wide)
-    page.locator("input[type=file]").set_input_files(str(wide))
+    upload(page, wide)
     page.get_by_text("added wide.png").wait_for()
     assert "centre square" in page.inner_text("body")
     page.locator("img[alt='the image: upload 1: wide.png']").wait_for()
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image at all")
-    page.locator("input[type=file]").set_input_files(str(broken))
+    upload(page, broken)
     page.get_by_text("broken.png is not an image file").wait_for()
     text = page.inner_text("body")
     assert "<_io" not in text and "BytesIO" not in text and "Error:" not in text

@@ -22,7 +22,7 @@ class Drawing:
 
     def _method_title(self, method: str) -> str:
         if method == "pullback":
-            return f"{METHOD_LABELS[method]}, T = {self.temperature.value:.2g} ({self.gate.value})"
+            return f"{METHOD_LABELS[method]}, T = {self._drawing['temperature']:.2g} ({self._drawing['gate']})"
         return METHOD_LABELS[method]
 
     def _draw_method(self, method: str, result: Exploration, k: int, generation: int) -> None:
@@ -30,7 +30,8 @@ class Drawing:
         in an update, the image with the model's top 3)."""
         self.updates.check(generation)
         self.shown[method] = a = panel_arrays(result, k)
-        names, target = self._class_names, self._class_names[self.target.value]
+        names = self.models[self._drawing["model"]].class_names  # the update's own settings, not the controls'
+        target = names[self._drawing["target"]]
         what, steps = self._method_title(method), f"{k} step{'s' * (k != 1)}"
         p_k = a["all_probabilities"][min(k, len(a["all_probabilities"]) - 1)]
         panels = {
@@ -43,6 +44,11 @@ class Drawing:
                           f"after {steps}; p({target}) = {p_k:.2f}",
                           f"{METHOD_LABELS[method]}: the image after {steps} toward {target}", ""),
         }
+        drawn = self.__dict__.setdefault("_fields_drawn", {})
+        if drawn.get(method) is result.field:  # the field of a path does not change along it: drawn already
+            del panels["field"]
+        drawn[method] = result.field
+        self.panels[f"{method}_field"].remove_class("pb-stale")
         for column, (rgb, title, note, alt, side) in panels.items():
             name = f"{method}_{column}"
             self.pngs[name] = array_png(rgb)
@@ -52,15 +58,16 @@ class Drawing:
             self._draw_image(a["original_rgb"], result.first)
 
     def _draw_image(self, rgb, probabilities) -> None:
-        names = self._class_names
+        names = self.models[self._drawing["model"]].class_names
         p, top = probabilities.topk(min(3, len(probabilities)))
         self.top = [(names[int(i)], float(q)) for q, i in zip(p, top)]
         (first, q), rest = self.top[0], self.top[1:]
         note = " &middot; ".join(f"{html.escape(n)} {q_:.2f}" for n, q_ in rest)
         self.pngs["image"] = array_png(rgb)
-        image = img_html(self.pngs["image"], f"the image: {self.image.value}", PANEL)
+        name = str(self._drawing["image"])
+        image = img_html(self.pngs["image"], f"the image: {name}", PANEL)
         self.panels["image"].value = (
-            f"<div><b>image</b><br><span class='pb-note'>{html.escape(str(self.image.value))}</span></div>{image}"
+            f"<div><b>image</b><br><span class='pb-note'>{html.escape(name)}</span></div>{image}"
             f"<div style='margin-top:4px'><b>prediction: {html.escape(first)} (p = {q:.2f})</b></div>"
             f"<div class='pb-note'>next: {note}</div>")
         self.panels["image"].remove_class("pb-stale")
@@ -68,7 +75,8 @@ class Drawing:
     def _draw_final(self, s: dict, generation: int) -> None:
         """The probability curves of both methods on one plot, and the PNG offered for download."""
         self.updates.check(generation)
-        target = self._class_names[s["target"]]
+        names = self.models[s["model"]].class_names
+        target = names[s["target"]]
         self.pngs["probability"] = png = self.curve.png(self.shown, target, s["steps"])
         self.panels["probability"].value = (
             "<div><b>target probability</b><br><span class='pb-note'>softmax along each path</span></div>"
@@ -77,7 +85,7 @@ class Drawing:
         self.panels["probability"].remove_class("pb-stale")
         rows = {METHOD_LABELS[m]: [("field", self.shown[m]["heat_rgb"]),
                                    (f"perturbation, k = {s['steps']}", self.shown[m]["perturbation_rgb"]),
-                                   (f"prediction: {self._class_names[self.shown[m]['prediction']]}",
+                                   (f"prediction: {names[self.shown[m]['prediction']]}",
                                     self.shown[m]["perturbed_rgb"])] for m in METHODS}
         header = (f"{s['image']} -> {target} on {s['model']}; pullback T = {s['temperature']:.2g} ({s['gate']}); "
                   f"alpha = 20, eps = 100")

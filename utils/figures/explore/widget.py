@@ -182,6 +182,7 @@ class Explorer(Drawing):
     def _run(self, generation: int) -> None:
         """One update: both methods' paths (from the cache where it has them), drawn as they come."""
         s, start = self.settings(), time.perf_counter()
+        self._drawing = s
         total = 2 * (s["steps"] + 1)
         self.progress.max, self.progress.value, self.progress.bar_style = total, 0, "info"
         for panel in self.panels.values():
@@ -197,6 +198,7 @@ class Explorer(Drawing):
         except Cancelled:
             raise
         except Exception as error:
+            self.updates.check(generation)  # a stale update's error (e.g. the model changed under it) is moot
             self.progress.bar_style = "danger"
             self.status.value = error_html(f"the update failed: {error}")
             return
@@ -204,7 +206,8 @@ class Explorer(Drawing):
         self.progress.value, self.progress.bar_style = total, "success"
         p = {m: self.shown[m]["probabilities"] for m in METHODS}
         k = s["steps"]
-        self.status.value = (f"p({html.escape(self._class_names[s['target']])}): pullback {p['pullback'][0]:.2f} "
+        names = self.models[s["model"]].class_names
+        self.status.value = (f"p({html.escape(names[s['target']])}): pullback {p['pullback'][0]:.2f} "
                              f"&rarr; {p['pullback'][-1]:.2f}, gradient {p['gradient'][0]:.2f} &rarr; "
                              f"{p['gradient'][-1]:.2f} after {k} step{'s' * (k != 1)} &middot; {self.seconds:.1f} s")
 
