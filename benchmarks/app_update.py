@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import os
 import socket
 import statistics
@@ -71,21 +72,21 @@ def option_labels(page, label: str) -> list[str]:
 def measure(page, model: str, repeats: int, steps: int, screenshot: Path | None = None) -> list[float]:
     """Milliseconds of ``repeats`` target changes on ``model`` (the page already loaded)."""
     done = rf"after {steps} steps"
-    page.wait_for_function(TAG_STATUS, arg=done, timeout=STARTUP_SECONDS * 1000)
+    page.wait_for_function(TAG_STATUS, arg=rf"^p\(.+\).* {done}", timeout=STARTUP_SECONDS * 1000)
     if screenshot is not None:
         page.mouse.move(0, 0)
         page.screenshot(path=str(screenshot), full_page=True)
     models = option_labels(page, "model")
     current = page.evaluate(f"label => ({OPTIONS})(label).selectedIndex", "model")
     if models[current] != model:
-        page.evaluate(CHANGE_AND_TIME, ["model", models.index(model), done])
+        page.evaluate(CHANGE_AND_TIME, ["model", models.index(model), rf"^p\(.+\).* {done}"])
     targets = option_labels(page, "target")
     index = page.evaluate(f"label => ({OPTIONS})(label).selectedIndex", "target")
     times = []
     for _ in range(repeats):
         index = (index + 1) % len(targets)
         name = targets[index].split(" (#")[0]
-        pattern = rf"p\({name.replace('(', '[(]').replace(')', '[)]')}\).*{done}"
+        pattern = rf"^p\({re.escape(name)}\).* {done}"
         times.append(page.evaluate(CHANGE_AND_TIME, ["target", index, pattern]))
     return times
 
@@ -101,12 +102,13 @@ def main(argv=None) -> dict:
     from playwright.sync_api import sync_playwright
 
     port = free_port()
-    with tempfile.TemporaryFile("w+") as log:
+    with tempfile.NamedTemporaryFile("w+", prefix="app-update-", suffix=".log", delete=False) as log:
+        print(f"server log: {log.name}", file=sys.stderr)
         server = serve(args.repo.resolve(), port, log)
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=chromium_executable(), headless=True)
-                page = browser.new_page(viewport={"width": 1320, "height": 900})
+                page = browser.new_page(viewport={"width": 1320, "height": 1130})  # the whole page, for --screenshot
                 page.goto(f"http://127.0.0.1:{port}/", timeout=STARTUP_SECONDS * 1000)
                 load = os.getloadavg()[0]
                 times = measure(page, args.model, args.repeats, args.steps, args.screenshot)

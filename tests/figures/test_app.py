@@ -31,7 +31,8 @@ CULL_SECONDS = 5  # the test server's idle time before a kernel without a page i
 STEPS = 5  # the explorer's default k
 METHODS = ("pullback", "gradient")
 
-# Tag the status line (the HTML widget that says "after <k> steps" once an update is done).
+# Tag the status line: the HTML widget whose text matches ``re`` (``^p\(<target>\) ... after <k> steps`` once an
+# update is done).
 TAG_STATUS = """re => { for (const el of document.querySelectorAll('.widget-html-content')) {
     if (new RegExp(re).test(el.textContent)) { el.dataset.bench = 'status'; return true; } } return false; }"""
 # Change a <select> (found by its label) and resolve with the milliseconds until the status matches ``re``
@@ -229,7 +230,7 @@ def test_the_page_shows_pullback_and_gradient_side_by_side(browser, app):
     target = page.locator(".widget-dropdown:has(label:text-is('target')) select")
     new_target = (target.evaluate("select => select.selectedIndex") + 1) % target.locator("option").count()
     new_name = plain(target.locator("option").nth(new_target).inner_text())
-    page.wait_for_function(TAG_STATUS, arg=f"after {STEPS} steps")
+    page.wait_for_function(TAG_STATUS, arg=rf"^p\(.+\).* after {STEPS} steps")
     milliseconds = page.evaluate(CHANGE_AND_TIME, ["target", new_target, rf"p\({re.escape(new_name)}\).*after {STEPS} steps"])
     print(f"\nupdate after a target change, measured in the browser: {milliseconds / 1000:.2f} s "
           f"(load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")

@@ -7,7 +7,7 @@ widgets), :class:`Explorer` wires them to ipywidgets, and :mod:`.server` serves 
 :func:`explore` builds one.
 """
 from .inputs import (MAX_UPLOAD_PIXELS, UploadError, as_image_dict, class_options, decode_upload, default_images,
-                     loadable_models, same_class)
+                     loadable_models, read_upload, same_class)
 from .panels import (CurvePlot, array_png, composite_png, field_heat, figure_png, heat_rgb, panel_arrays,
                      panel_figure)
 from .path import METHOD_LABELS, Exploration, direction_and_logits, explore_path
@@ -18,4 +18,4 @@ from .worker import Cancelled, Updates
 __all__ = ["CACHE_SIZE", "MAX_STEPS", "MAX_UPLOAD_PIXELS", "METHOD_LABELS", "Cancelled", "CurvePlot", "Exploration",
            "Explorer", "UploadError", "Updates", "array_png", "as_image_dict", "class_options", "composite_png",
            "decode_upload", "default_images", "direction_and_logits", "explore", "explore_path", "field_heat",
-           "figure_png", "heat_rgb", "loadable_models", "panel_arrays", "panel_figure", "same_class"]
+           "figure_png", "heat_rgb", "loadable_models", "panel_arrays", "panel_figure", "read_upload", "same_class"]

@@ -16,7 +16,7 @@ from ...models.zoo import BUNDLED, OFFLINE_DEFAULT, PAPER_MODELS, PAPER_MODELS_I
 MAX_UPLOAD_PIXELS = 40_000_000  # larger uploads are refused before decoding (a 9000 x 9000 PNG takes 0.9 GB)
 
 
-class UploadError(ValueError):
+class UploadError(OSError):
     """An uploaded file the explorer cannot use; the message is written for the person who uploaded it."""
 
 
@@ -65,7 +65,12 @@ def loadable_models(first: str | None = None, probe=can_download) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def decode_upload(content: bytes, name: str = "the file", size: int = 224) -> tuple[torch.Tensor, tuple[int, int]]:
+def decode_upload(content: bytes, size: int = 224) -> torch.Tensor:
+    """An uploaded image file's bytes as (3, size, size) in [-1, 1] (:func:`read_upload` without the size)."""
+    return read_upload(content, size=size)[0]
+
+
+def read_upload(content: bytes, name: str = "the file", size: int = 224) -> tuple[torch.Tensor, tuple[int, int]]:
     """An uploaded image file's bytes as (3, size, size) in [-1, 1], decoded as every image of the repo is
     (:func:`utils.data.imagenette.read_rgb`: upright, 16-bit grey scaled; shorter side resized, centre-cropped),
     and its decoded size (height, width).

@@ -97,7 +97,7 @@ def build_panels(ex) -> None:
     for method in METHODS:
         for column in COLUMNS:
             ex.panels[f"{method}_{column}"] = widgets.HTML(
-                layout={**slot, "width": f"{PANEL + 54}px"} if column == "field" else slot)
+                layout={**slot, "width": f"{PANEL + 64}px"} if column == "field" else slot)
     ex.panels["probability"] = widgets.HTML(layout={"width": "300px"})
     for panel in ex.panels.values():
         panel.add_class("pb-panel")

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from ...data.imagenette import IMAGENETTE_CLASSES, PAPER_CLASSES
 from ...models.integrity import WeightsFileError
 from ...models.zoo import OFFLINE_DEFAULT, PretrainedUnavailableError, default_device, load_model
-from .inputs import UploadError, as_image_dict, class_options, decode_upload, default_images, loadable_models, same_class
+from .inputs import UploadError, as_image_dict, class_options, default_images, loadable_models, read_upload, same_class
 from .drawing import Drawing
 from .panels import CurvePlot
 from .path import METHOD_LABELS, Exploration, explore_path
@@ -21,7 +21,7 @@ PANEL_SIZE = 224  # px: uploads are resized to the examples' size
 
 
 def in_kernel() -> bool:
-    """Whether this runs in a Jupyter kernel (there the explorer computes in a background thread)."""
+    """Whether this runs in a Jupyter kernel (where a thread can compute while the kernel takes messages)."""
     try:
         from IPython import get_ipython
     except ImportError:
@@ -77,7 +77,9 @@ class Explorer(Drawing):
         self._hold = 0
         self._uploads = 0
         build_page(self, names)
-        self.updates = Updates(self._run, in_kernel() if background is None else background)
+        # In a thread only with models of its own: a caller's model may be in use by the notebook's next cells.
+        background = in_kernel() and model is None if background is None else background
+        self.updates = Updates(self._run, background)
         with self.hold(update=False):
             self._set_model(names[0])
         for control in (self.image, self.target, self.temperature, self.gate, self.steps):
@@ -151,7 +153,7 @@ class Explorer(Drawing):
         """Decode an image file's bytes, add it to the image list and show it; returns its list name
         ("" if it could not be read: the reason goes to ``upload_note``)."""
         try:
-            image, (height, width) = decode_upload(content, name, PANEL_SIZE)
+            image, (height, width) = read_upload(content, name, PANEL_SIZE)
         except UploadError as error:
             self.upload_note.value = error_html(str(error))
             return ""
@@ -256,7 +258,7 @@ def explore(model=None, images=None, device=None, background: bool | None = None
             None (default): the ten examples, one per class.
         device: where models chosen in the list load (default: the model's device, else CUDA if present).
         background: compute in a thread, a newer change cancelling an older one (default: inside a
-            Jupyter kernel).
+            Jupyter kernel when ``model`` is None, so that the thread uses models no other code holds).
 
     Returns:
         The widget; its ``explorer`` attribute is the :class:`Explorer` behind it.
