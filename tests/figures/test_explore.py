@@ -182,8 +182,12 @@ def test_a_newer_change_cancels_the_update_in_progress(model, images):
     assert explorer.wait(300)
     assert explorer.updates.finished == done + 1
     assert explorer.updates.generation - explorer.updates.finished >= 2
-    field = excitation_pullback(model, images[explorer.image.value][None], 3)[0]
-    assert torch.equal(explorer.shown["pullback"]["field"], field)
+    x = images[explorer.image.value][None]
+    # the two methods ran at once (the gradient on a copy of the model): each is still the library's
+    assert torch.equal(explorer.shown["pullback"]["field"], excitation_pullback(model, x, 3)[0])
+    assert torch.equal(explorer.shown["gradient"]["field"], vanilla_gradient(model, x, 3)[0])
+    path = pullback_ascent(model, x, 3, steps=8, method="gradient")[0]
+    assert torch.equal(explorer.shown["gradient"]["perturbed"], path)
     assert f"p({model.class_names[3]})" in explorer.status.value
 
 

@@ -1,10 +1,16 @@
 """The explorer's wiring: pullback and gradient side by side for the controls' settings (ipywidgets)."""
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import copy
 import html
+import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
 
 from ...data.imagenette import IMAGENETTE_CLASSES, PAPER_CLASSES
 from ...models.integrity import WeightsFileError
@@ -49,7 +55,9 @@ class Explorer(Drawing):
 
     Settings change through the controls (or by setting their ``value`` in code); each change requests an
     update (none inside :meth:`hold`). With ``background=True`` updates run in a thread and a newer change
-    cancels an older one between ascent steps (:class:`~.worker.Updates`; :meth:`wait` waits for the last).
+    cancels an older one between ascent steps (:class:`~.worker.Updates`; :meth:`wait` waits for the last);
+    the two methods then compute at once, in two threads with half the CPU threads each (intra-op threads
+    waiting at every operation's barrier are slow on a busy CPU), the gradient on a copy of the model.
     After an update, ``results[method]`` holds each computed path, ``shown[method]`` the arrays of
     :func:`panel_arrays` on display, ``top`` the image's top 3 as (class, probability), ``seconds`` how long
     it took, ``pngs[name]`` the PNG bytes of each panel and ``download_png`` the composite offered for
@@ -67,6 +75,9 @@ class Explorer(Drawing):
         else:
             self.images, self.source = as_image_dict(images), "the images given"
         self.cache: OrderedDict = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._pool = None
+        self._replicas: dict = {}
         self.results: dict = {}
         self.shown: dict = {}
         self.pngs: dict = {}
@@ -185,17 +196,12 @@ class Explorer(Drawing):
         """One update: both methods' paths (from the cache where it has them), drawn as they come."""
         s, start = self.settings(), time.perf_counter()
         self._drawing = s
-        total = 2 * (s["steps"] + 1)
+        total = len(METHODS) * (s["steps"] + 1)
         self.progress.max, self.progress.value, self.progress.bar_style = total, 0, "info"
         for panel in self.panels.values():
             panel.add_class("pb-stale")
         try:
-            results = {}
-            for i, method in enumerate(METHODS):
-                results[method] = self._path(s, method, generation, done=i * (s["steps"] + 1))
-                self.updates.check(generation)
-                self._draw_method(method, results[method], s["steps"], generation)
-            self.results = results
+            self.results = self._both_paths(s, generation)
             self._draw_final(s, generation)
         except Cancelled:
             raise
@@ -213,32 +219,62 @@ class Explorer(Drawing):
                              f"&rarr; {p['pullback'][-1]:.2f}, gradient {p['gradient'][0]:.2f} &rarr; "
                              f"{p['gradient'][-1]:.2f} after {k} step{'s' * (k != 1)} &middot; {self.seconds:.1f} s")
 
-    def _path(self, s: dict, method: str, generation: int, done: int) -> Exploration:
+    def _both_paths(self, s: dict, generation: int) -> dict:
+        """Both methods' paths, each drawn when done: at once in two threads in the background (each with
+        its own copy of the model and half the CPU threads), else one after the other."""
+        self._passes = {method: 0 for method in METHODS}
+        if not self.updates.background:
+            return {method: self._method_update(s, method, generation) for method in METHODS}
+        if self._pool is None:
+            threads = max(1, torch.get_num_threads() // 2)
+            self._pool = ThreadPoolExecutor(len(METHODS), "explorer-method", torch.set_num_threads, (threads,))
+        futures = {method: self._pool.submit(self._method_update, s, method, generation) for method in METHODS}
+        concurrent.futures.wait(futures.values())  # both stop before the next update may start
+        return {method: future.result() for method, future in futures.items()}
+
+    def _method_update(self, s: dict, method: str, generation: int) -> Exploration:
+        result = self._path(s, method, generation)
+        self._draw_method(method, result, s["steps"], generation)
+        return result
+
+    def _model_for(self, name: str, method: str):
+        """The model ``name`` for ``method``: the gradient's runs on a copy when the two run at once."""
+        if method == "pullback" or not self.updates.background:
+            return self.models[name]
+        if (name, method) not in self._replicas:
+            self._replicas[name, method] = copy.deepcopy(self.models[name])
+        return self._replicas[name, method]
+
+    def _path(self, s: dict, method: str, generation: int) -> Exploration:
         """The path of ``method`` for settings ``s``, from the cache when it has one at least this long;
         stale (a newer change arrived) between any two steps."""
         key = (s["model"], s["image"], s["target"], method,
                *((s["temperature"], s["gate"]) if method == "pullback" else ()))
-        cached = self.cache.get(key)
-        if cached is not None and cached.steps >= s["steps"]:
-            self.cache.move_to_end(key)
-            return cached.upto(s["steps"])
+        with self._cache_lock:
+            cached = self.cache.get(key)
+            if cached is not None and cached.steps >= s["steps"]:
+                self.cache.move_to_end(key)
+                return cached.upto(s["steps"])
 
         def on_step(k):
             self.updates.check(generation)
-            self.progress.value = done + k + 1
-            self.status.value = f"computing the {METHOD_LABELS[method]}: pass {k + 1} of {s['steps'] + 1}"
+            self._passes[method] = k + 1
+            self.progress.value = sum(self._passes.values())
+            self.status.value = "computing: " + ", ".join(
+                f"{m} pass {n} of {s['steps'] + 1}" for m, n in self._passes.items() if n)
 
         def on_partial(partial):  # show the path so far while the rest computes
             self._draw_method(method, partial, partial.steps, generation)
 
-        result = explore_path(self.current_model(), self.images[s["image"]], s["target"], method, s["steps"],
-                              s["temperature"], s["gate"], start=cached, on_step=on_step, on_partial=on_partial)
-        self.cache[key] = result
-        self.cache.move_to_end(key)
-        while len(self.cache) > CACHE_SIZE:
-            self.cache.popitem(last=False)
+        result = explore_path(self._model_for(s["model"], method), self.images[s["image"]], s["target"], method,
+                              s["steps"], s["temperature"], s["gate"], start=cached, on_step=on_step,
+                              on_partial=on_partial)
+        with self._cache_lock:
+            self.cache[key] = result
+            self.cache.move_to_end(key)
+            while len(self.cache) > CACHE_SIZE:
+                self.cache.popitem(last=False)
         return result
-
 
 def explore(model=None, images=None, device=None, background: bool | None = None):
     """An interactive explorer of excitation pullbacks (an ``ipywidgets`` widget; display it in a notebook).
