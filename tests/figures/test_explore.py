@@ -147,6 +147,12 @@ def test_the_widget_shows_pullback_and_gradient_side_by_side(model, images, monk
     # the colour bar's ends are the field's scale
     assert f"+{explorer.shown['pullback']['heat_scale']:.2g}" in explorer.panels["pullback_field"].value
 
+    # the same view as one matplotlib figure: per method image, field, perturbation, perturbed; the curves
+    import matplotlib.pyplot as plt
+    figure = explorer.figure(dpi=40)
+    assert len(figure.axes) == 9 and len(figure.axes[-1].get_legend().get_texts()) == 2
+    plt.close(figure)
+
 
 def test_a_change_recomputes_only_what_it_touches(model, images, monkeypatch):
     calls = counting(monkeypatch)
