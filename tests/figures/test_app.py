@@ -231,7 +231,8 @@ def test_the_page_shows_pullback_and_gradient_side_by_side(browser, app):
     new_target = (target.evaluate("select => select.selectedIndex") + 1) % target.locator("option").count()
     new_name = plain(target.locator("option").nth(new_target).inner_text())
     page.wait_for_function(TAG_STATUS, arg=rf"^p\(.+\).* after {STEPS} steps")
-    milliseconds = page.evaluate(CHANGE_AND_TIME, ["target", new_target, rf"p\({re.escape(new_name)}\).*after {STEPS} steps"])
+    done = rf"^p\({re.escape(new_name)}\).* after {STEPS} steps"
+    milliseconds = page.evaluate(CHANGE_AND_TIME, ["target", new_target, done])
     print(f"\nupdate after a target change, measured in the browser: {milliseconds / 1000:.2f} s "
           f"(load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     assert_panels_are_the_library(page, model, image, new_target)

@@ -11,7 +11,8 @@ import torch
 
 from ...data import imagenette
 from ...data.imagenette import IMAGENETTE_CLASSES, IMAGENETTE_TO_IMAGENET
-from ...models.zoo import BUNDLED, OFFLINE_DEFAULT, PAPER_MODELS, PAPER_MODELS_IMAGENETTE, cached_checkpoint, trained_weights
+from ...models.zoo import (BUNDLED, OFFLINE_DEFAULT, PAPER_MODELS, PAPER_MODELS_IMAGENETTE, cached_checkpoint,
+                           trained_weights)
 
 MAX_UPLOAD_PIXELS = 40_000_000  # larger uploads are refused before decoding (a 9000 x 9000 PNG takes 0.9 GB)
 

@@ -128,7 +128,8 @@ class Explorer(Drawing):
             self.models[name] = load_model(name, self.device)
         model = self.models[name]
         old = getattr(self, "_class_names", None)
-        keep = same_class(self.target.value, old, model.class_names) if old is not None and self.target.value is not None else None
+        known = old is not None and self.target.value is not None
+        keep = same_class(self.target.value, old, model.class_names) if known else None
         self._class_names = list(model.class_names)
         if keep is None:  # first time: the church, a paper target the first example (tench) is not
             keep = same_class(PAPER_CLASSES[2], IMAGENETTE_CLASSES, model.class_names)
