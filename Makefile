@@ -15,7 +15,8 @@
 #                   under $TMPDIR or /tmp (TORCH_VENVS); the result goes to tests/core/torch-versions.csv
 #                   (CPU_WHEELS=1: PyTorch's CPU wheels instead of PyPI's CUDA builds)
 #   make app        the explorer as a web page of its own (Voilà on http://127.0.0.1:APP_PORT/, default 8866;
-#                   it starts on the bundled model, PULLBACK_DEVICE picks the device)
+#                   it starts on the offline default model, PULLBACK_DEVICE picks the device; a closed tab's
+#                   kernel is shut down after APP_CULL_SECONDS idle, default 60)
 # IMAGENETTE_ROOT: a folder with train/<wnid>/ and val/<wnid>/; with it set, `make test` also runs the tests
 # that read the full dataset.
 
@@ -23,6 +24,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 APP_PORT ?= 8866
+APP_CULL_SECONDS ?= 60
 
 .PHONY: app figures test test-torch evaluate study alignment alignment-control alignment-over-training benchmark install install-test clean
 
@@ -74,11 +76,12 @@ alignment-over-training: install
 benchmark: install
 	$(PY) benchmarks/overhead.py
 
-# Localhost only; each browser tab gets its own kernel. The repo goes on PYTHONPATH because Voilà starts the
-# kernel in app/.
+# Localhost only; each browser tab gets its own kernel, culled once its tab is gone (utils/figures/explore/server.py
+# also puts the repo on PYTHONPATH, since Voilà starts the kernel in app/, and serves a template that loads nothing
+# from outside).
 app: install
 	@echo "The explorer: http://127.0.0.1:$(APP_PORT)/ (first page load takes a few seconds; Ctrl-C stops it)"
-	PYTHONPATH=$(CURDIR) $(PY) -m voila app/explorer.ipynb --no-browser --port=$(APP_PORT) --Voila.ip=127.0.0.1
+	$(PY) -m utils.figures.explore.server --port=$(APP_PORT) --cull-idle=$(APP_CULL_SECONDS)
 
 clean:
 	rm -rf $(VENV) data/test-media $(TEST_MEDIA)

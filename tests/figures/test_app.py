@@ -1,8 +1,9 @@
-"""`make app` in a real browser: Voilà serves app/explorer.ipynb, headless Chromium opens it, the target changes.
+"""`make app` in a real browser: Voilà serves app/explorer.ipynb, headless Chromium opens it and uses it.
 
 Needs Playwright (requirements-test.txt) and a system Chromium (Debian: `apt-get install chromium`; Playwright's
-own browser download is not used). Without them the test is skipped, unless PULLBACK_REQUIRE_BROWSER=1 (set by
-.ci/run), where it fails instead.
+own browser download is not used). Without them the tests are skipped, unless PULLBACK_REQUIRE_BROWSER=1 (set by
+.ci/run), where they fail instead. The update time measured here is printed, not asserted
+(benchmarks/app_update.py records it).
 """
 import io
 import json
@@ -11,7 +12,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,12 +21,36 @@ from PIL import Image
 
 from utils import load_model
 from utils.figures.explore import array_png, default_images, explore_path, panel_arrays
-from utils.paths import REPO
+from utils.figures.explore.server import NOTEBOOK, voila_command, voila_env
+from utils.figures.plot import as_image
+from utils.models.zoo import OFFLINE_DEFAULT
 
-NOTEBOOK = REPO / "app" / "explorer.ipynb"
 CHROMIUM_PATHS = ("/usr/lib/chromium/chromium", "chromium", "chromium-browser", "google-chrome")
-STARTUP_SECONDS = 120  # server start, kernel start, the notebook's first update (about 10 s each on a busy CPU)
+STARTUP_SECONDS = 180  # server start, kernel start, model load, the first update (each slow on a busy CPU)
+CULL_SECONDS = 5  # the test server's idle time before a kernel without a page is shut down
 STEPS = 5  # the explorer's default k
+METHODS = ("pullback", "gradient")
+
+# Tag the status line: the HTML widget whose text matches ``re`` (``^p\(<target>\) ... after <k> steps`` once an
+# update is done).
+TAG_STATUS = """re => { for (const el of document.querySelectorAll('.widget-html-content')) {
+    if (new RegExp(re).test(el.textContent)) { el.dataset.bench = 'status'; return true; } } return false; }"""
+# Change a <select> (found by its label) and resolve with the milliseconds until the status matches ``re``
+# (a MutationObserver: no polling delay); the status is blanked first so that an unchanged line cannot match.
+CHANGE_AND_TIME = """([label, index, re]) => new Promise(resolve => {
+    const status = document.querySelector('[data-bench=status]');
+    const select = [...document.querySelectorAll('.widget-dropdown')]
+        .find(d => d.querySelector('label') && d.querySelector('label').textContent.trim() === label)
+        .querySelector('select');
+    status.textContent = '';
+    const pattern = new RegExp(re);
+    const t0 = performance.now();
+    const observer = new MutationObserver(() => {
+        if (pattern.test(status.textContent)) { observer.disconnect(); resolve(performance.now() - t0); } });
+    observer.observe(status, {childList: true, subtree: true, characterData: true});
+    select.selectedIndex = index;
+    select.dispatchEvent(new Event('change', {bubbles: true}));
+})"""
 
 
 def missing(reason: str):
@@ -64,23 +88,34 @@ def wait_until_listening(port: int, server: subprocess.Popen, log: Path) -> None
     pytest.fail(f"voila did not listen on port {port} within {STARTUP_SECONDS} s:\n{log.read_text()}")
 
 
+def kernel_count(server: subprocess.Popen) -> int:
+    """The kernels the server runs: its child processes that are IPython kernels."""
+    import psutil
+
+    def is_kernel(process):
+        try:
+            return any("ipykernel" in part for part in process.cmdline())
+        except psutil.Error:  # exited meanwhile
+            return False
+    return sum(map(is_kernel, psutil.Process(server.pid).children(recursive=True)))
+
+
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    """The URL of Voilà serving the app on a free localhost port, with the bundled model (no network)."""
+def app(tmp_path_factory):
+    """``(url, server)``: `make app`'s server on a free localhost port (no downloads, idle kernels culled fast)."""
     try:
         import voila  # noqa: F401
     except ImportError:
         missing("voila is not installed: `make app` (or pip install -r requirements.txt) installs it")
     port = free_port()
     log = tmp_path_factory.mktemp("voila") / "voila.log"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))),
-               PULLBACK_DEVICE="cpu")
+    env = voila_env(dict(os.environ, PULLBACK_DEVICE="cpu", PULLBACK_DOWNLOAD="0"))
     with log.open("w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "voila", str(NOTEBOOK), "--no-browser", f"--port={port}",
-                                   "--Voila.ip=127.0.0.1"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(voila_command(port, cull_idle=CULL_SECONDS, cull_interval=1), cwd=NOTEBOOK.parent,
+                                  env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_until_listening(port, server, log)
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/", server
     finally:
         server.terminate()
         try:
@@ -107,16 +142,30 @@ def browser():
             chromium.close()
 
 
-def shown_png(page, panel) -> np.ndarray:
-    """The pixels of the PNG an explorer panel (an <img> with a blob: URL) shows, (H, W, 3) uint8."""
+def open_page(browser, url: str, requests: list):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(STARTUP_SECONDS * 1000)
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(url)
+    return page
+
+
+def upload(page, path: Path) -> None:
+    """Choose ``path`` with the upload button (ipywidgets creates its file input only for the click)."""
+    with page.expect_file_chooser() as chooser:
+        page.locator(".widget-upload").click()
+    chooser.value.set_files(str(path))
+
+
+def shown_png(page, selector: str) -> np.ndarray:
+    """The pixels of the PNG an <img> (a data: or blob: URL) shows, (H, W, 3) uint8."""
     data = page.evaluate("async src => Array.from(new Uint8Array(await (await fetch(src)).arrayBuffer()))",
-                         panel.get_attribute("src"))
+                         page.locator(selector).get_attribute("src"))
     return np.asarray(Image.open(io.BytesIO(bytes(data))).convert("RGB"))
 
 
-def expected_perturbation(model, image_name: str, target: int) -> np.ndarray:
-    result = explore_path(model, default_images()[0][image_name], target, steps=STEPS)
-    return np.asarray(Image.open(io.BytesIO(array_png(panel_arrays(result, STEPS)["perturbation_rgb"]))))
+def png_pixels(rgb) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(array_png(rgb))).convert("RGB"))
 
 
 def plain(text: str) -> str:
@@ -126,41 +175,123 @@ def plain(text: str) -> str:
 def finished(target_name: str | None = None) -> re.Pattern:
     """The status line once an update for ``target_name`` (any target if None) has finished."""
     name = ".+" if target_name is None else re.escape(target_name)
-    return re.compile(rf"^p\({name}\) .* after {STEPS} steps")
+    return re.compile(rf"^p\({name}\): pullback .* gradient .* after {STEPS} steps")
 
 
-def test_changing_the_target_redraws_the_perturbation(browser, app_url):
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    page.set_default_timeout(STARTUP_SECONDS * 1000)
-    page.goto(app_url)
+def selected(page, label: str) -> str:
+    return plain(page.locator(f".widget-dropdown:has(label:text-is('{label}')) select option:checked").inner_text())
+
+
+def assert_panels_are_the_library(page, model, image, target: int) -> None:
+    """Each method's perturbation and perturbed image on the page are the library's (to the PNG's rounding)."""
+    for method in METHODS:
+        arrays = panel_arrays(explore_path(model, image, target, method, steps=STEPS), STEPS)
+        for column, key in (("perturbation", "perturbation_rgb"), ("perturbed", "perturbed_rgb")):
+            shown, expected = shown_png(page, f"img[data-panel={method}_{column}]"), png_pixels(arrays[key])
+            assert shown.shape == expected.shape
+            assert np.abs(shown.astype(int) - expected.astype(int)).max() <= 1, (method, column)
+
+
+def test_the_page_shows_pullback_and_gradient_side_by_side(browser, app):
+    url, _ = app
+    requests = []
+    page = open_page(browser, url, requests)
     page.locator(".widget-html", has_text=finished()).wait_for()
+    assert page.title() == "Excitation pullbacks explorer"
     text = page.inner_text("body")
     code = [line for cell in json.loads(NOTEBOOK.read_text())["cells"] if cell["cell_type"] == "code"
             for line in "".join(cell["source"]).splitlines() if line.strip()]
     assert code and not any(line in text for line in code)  # the page shows the widget, not the code
-    # and none of JupyterLab's chrome: menus, file browser, launcher, toolbars, code editors, tabs
     assert page.locator(".jp-MenuBar, .jp-FileBrowser, .jp-Launcher, .jp-Toolbar, .jp-CodeMirrorEditor, "
                         ".lm-TabBar").count() == 0
+    for hint in ("T:", "steps k:", "alpha = 20", "eps = 100"):
+        assert hint in text
 
+    # the offline default model, and only models that load without a download
+    assert selected(page, "model") == OFFLINE_DEFAULT
+    model = load_model(OFFLINE_DEFAULT, "cpu")
+    image_name = selected(page, "image")
+    image = default_images()[0][image_name]
+
+    # both methods side by side: field (with a colour bar), perturbation and perturbed image, all with alt text
+    for method in METHODS:
+        for column in ("field", "perturbation", "perturbed"):
+            img = page.locator(f"img[data-panel={method}_{column}]")
+            assert img.count() == 1 and len(img.get_attribute("alt")) > 20
+    assert page.locator("[title='channel sum of the field']").count() == 2
+    assert page.locator("img[alt^='the probability of']").count() == 1
+
+    # the top-k line is the model's own top class and probability at the image
+    probabilities = model(image[None]).softmax(1)[0].detach()
+    top = int(probabilities.argmax())
+    assert f"prediction: {model.class_names[top]} (p = {probabilities[top]:.2f})" in plain(page.inner_text("body"))
+
+    # a target change redraws both methods, as the library computes them; the time is reported, not asserted
     target = page.locator(".widget-dropdown:has(label:text-is('target')) select")
-    image_name = plain(page.locator(".widget-dropdown:has(label:text-is('image')) select option:checked").inner_text())
-    panels = {name: page.locator(f".widget-vbox:has(> .widget-html b:text-matches('{title}')) > img")
-              for name, title in (("image", "^image$"), ("perturbation", "^perturbation after"))}
-    before = {name: shown_png(page, panel) for name, panel in panels.items()}
-    old_target = target.evaluate("select => select.selectedIndex")  # the class index: options in class order
-    new_target = (old_target + 1) % target.locator("option").count()
+    new_target = (target.evaluate("select => select.selectedIndex") + 1) % target.locator("option").count()
     new_name = plain(target.locator("option").nth(new_target).inner_text())
+    page.wait_for_function(TAG_STATUS, arg=rf"^p\(.+\).* after {STEPS} steps")
+    done = rf"^p\({re.escape(new_name)}\).* after {STEPS} steps"
+    milliseconds = page.evaluate(CHANGE_AND_TIME, ["target", new_target, done])
+    print(f"\nupdate after a target change, measured in the browser: {milliseconds / 1000:.2f} s "
+          f"(load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    assert_panels_are_the_library(page, model, image, new_target)
 
-    target.select_option(index=new_target)
+    # a thumbnail shows its image
+    other = next(name for name in default_images()[0] if name != image_name)
+    page.locator(f"button.pb-thumb:text-is('{other}')").click()
+    page.locator(f"img[alt='the image: {other}']").wait_for()
     page.locator(".widget-html", has_text=finished(new_name)).wait_for()
-    after = {name: shown_png(page, panel) for name, panel in panels.items()}
+    assert selected(page, "image") == other
+    assert np.array_equal(shown_png(page, f"img[alt='the image: {other}']"),
+                          png_pixels(as_image(default_images()[0][other])))
 
-    model = load_model("bundled", "cpu")
-    assert np.array_equal(after["image"], before["image"])
-    assert not np.array_equal(after["perturbation"], before["perturbation"])
-    # what the page shows is the library's perturbation toward each target (to rounding of the PNG's bytes)
-    for shown, target_index in ((before["perturbation"], old_target), (after["perturbation"], new_target)):
-        expected = expected_perturbation(model, image_name, target_index)
-        assert shown.shape == expected.shape
-        assert np.abs(shown.astype(int) - expected.astype(int)).max() <= 1
+    # the download link holds a PNG of the panels
+    href = page.locator("a[download]").get_attribute("href")
+    assert href.startswith("data:image/png;base64,")
+
+    # nothing left 127.0.0.1 (no CDN: the page must work offline)
+    outside = [u for u in requests if not u.startswith((url, "data:", "blob:", "about:"))]
+    assert requests and not outside, outside
     page.close()
+
+
+def test_uploads_are_confirmed_and_bad_files_explained(browser, app, tmp_path):
+    url, _ = app
+    page = open_page(browser, url, [])
+    page.locator(".widget-html", has_text=finished()).wait_for()
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (150, 300, 3), dtype=np.uint8)).save(wide)
+    upload(page, wide)
+    page.get_by_text("added wide.png").wait_for()
+    assert "centre square" in page.inner_text("body")
+    page.locator("img[alt='the image: upload 1: wide.png']").wait_for()
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image at all")
+    upload(page, broken)
+    page.get_by_text("broken.png is not an image file").wait_for()
+    text = page.inner_text("body")
+    assert "<_io" not in text and "BytesIO" not in text and "Error:" not in text
+    page.close()
+
+
+def test_closed_and_reloaded_pages_leave_no_kernels(browser, app):
+    url, server = app
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while kernel_count(server) and time.monotonic() < deadline:  # the other tests' pages, closed already
+        time.sleep(1)
+    assert kernel_count(server) == 0
+    pages = [open_page(browser, url, []) for _ in range(2)]
+    for page in pages:
+        page.locator(".widget-html", has_text=finished()).wait_for()
+    assert kernel_count(server) == 2
+    pages[0].reload()  # a new kernel for the reloaded page; the old one has lost its page
+    pages[0].locator(".widget-html", has_text=finished()).wait_for()
+    time.sleep(3 * CULL_SECONDS)
+    assert kernel_count(server) == 2  # the reloaded page's old kernel is gone; open pages keep theirs
+    for page in pages:
+        page.close()
+    deadline = time.monotonic() + 60 + 3 * CULL_SECONDS
+    while kernel_count(server) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert kernel_count(server) == 0

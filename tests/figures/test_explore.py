@@ -1,6 +1,7 @@
 """The explorer, without a browser: set widget values, update, and check what it shows."""
 import datetime
 import io
+import threading
 
 import numpy as np
 import pytest
@@ -8,12 +9,15 @@ import torch
 from PIL import Image
 
 from utils import excitation_pullback, load_model, pullback_ascent, vanilla_gradient
+from utils.figures.explore import inputs as inputs_module
 from utils.figures.explore import widget as explore_module
-from utils.figures.explore import Explorer, explore, explore_path, heat_rgb, panel_arrays
+from utils.figures.explore import (Cancelled, Explorer, Updates, explore, explore_path, field_heat, heat_rgb,
+                                   loadable_models, panel_arrays)
 from utils.figures.heatmaps import as_heat, pixel_relevance
-from utils.models.zoo import PretrainedUnavailableError
+from utils.models.zoo import OFFLINE_DEFAULT, PAPER_MODELS, PretrainedUnavailableError
 
 SIZE = 128  # smaller than the figures' 224 px to keep the suite quick; the bundled model takes any size
+MODELS = ["bundled"]  # the list offered in these tests (no probing for downloads)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +38,23 @@ def png_array(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="png")
+    return buffer.getvalue()
+
+
+def counting(monkeypatch) -> list:
+    """Record the method of every path :class:`Explorer` computes (a cached one is not computed)."""
+    calls = []
+
+    def counted(model, image, target, method, *args, **kwargs):
+        calls.append(method)
+        return explore_path(model, image, target, method, *args, **kwargs)
+    monkeypatch.setattr(explore_module, "explore_path", counted)
+    return calls
+
+
 def test_compute_is_the_library_ascent(model, images):
     x = images["first"]
     for method, kwargs in (("pullback", dict(temperature=0.5, gate="normal_cdf")), ("gradient", {})):
@@ -47,6 +68,7 @@ def test_compute_is_the_library_ascent(model, images):
             expected = model(reference).softmax(1)
         assert torch.allclose(result.probabilities, expected[:, 3], atol=1e-6)
         assert torch.equal(result.predictions, expected.argmax(1))
+        assert torch.allclose(result.first, expected[0], atol=1e-6)  # every class at the image
 
 
 def test_a_continued_path_is_the_whole_path(model, images):
@@ -56,6 +78,7 @@ def test_a_continued_path_is_the_whole_path(model, images):
                              start=explore_path(model, x, 6, steps=1, temperature=0.3))
     assert torch.equal(whole.trajectory, continued.trajectory)
     assert torch.allclose(whole.probabilities, continued.probabilities, atol=1e-6)
+    assert torch.equal(whole.first, continued.first)
     # a start with other settings is ignored, not continued
     other = explore_path(model, x, 6, steps=2, start=explore_path(model, x, 7, steps=1))
     assert torch.equal(other.trajectory, whole.trajectory[:3])
@@ -67,95 +90,201 @@ def test_zero_steps_give_the_field_alone(model, images):
     assert torch.equal(result.field, excitation_pullback(model, images["first"][None], 2)[0])
 
 
-def test_the_widget_shows_what_the_settings_ask_for(model, images):
-    widget = explore(model, images)
+def test_the_widget_shows_pullback_and_gradient_side_by_side(model, images, monkeypatch):
+    monkeypatch.setenv("PULLBACK_DOWNLOAD", "0")  # the list offers no download: nothing is probed
+    widget = explore(model, images, background=False)
     explorer = widget.explorer
-    assert explorer.result is not None  # it drew once on construction
+    assert set(explorer.results) == {"pullback", "gradient"}  # it drew once on construction
     names = model.class_names
+    target = names.index("golf ball")
     with explorer.hold():
         explorer.image.value = "first"
-        explorer.target.value = names.index("golf ball")
-        explorer.method.value = "pullback"
+        explorer.target.value = target
         explorer.temperature.value = 0.5
         explorer.gate.value = "sigmoid"
         explorer.steps.value = 4
-    x, target = images["first"], names.index("golf ball")
+    x = images["first"]
 
-    # the field shown is the excitation pullback for these settings, and its panel is its heat map
-    field = excitation_pullback(model, x[None], target, temperature=0.5)[0]
-    assert torch.equal(explorer.shown["field"], field)
-    heat = as_heat(pixel_relevance(field))
-    np.testing.assert_array_equal(explorer.shown["heat"], heat)
-    shown = png_array(explorer.panels["field"].value)
-    assert shown.shape == (SIZE, SIZE, 3)
-    assert np.abs(shown.astype(float) - heat_rgb(heat) * 255).max() <= 1
+    # each field shown is its method's, and its panel is its heat map
+    fields = {"pullback": excitation_pullback(model, x[None], target, temperature=0.5)[0],
+              "gradient": vanilla_gradient(model, x[None], target)[0]}
+    assert not torch.equal(fields["pullback"], fields["gradient"])
+    for method, field in fields.items():
+        shown = explorer.shown[method]
+        assert torch.equal(shown["field"], field)
+        heat = as_heat(pixel_relevance(field))
+        np.testing.assert_array_equal(shown["heat"], heat)
+        scale = torch.quantile(pixel_relevance(field).abs().flatten(), 0.995).item()
+        assert shown["heat_scale"] == pytest.approx(scale)
+        panel = png_array(explorer.pngs[f"{method}_field"])
+        assert panel.shape == (SIZE, SIZE, 3)
+        assert np.abs(panel.astype(float) - heat_rgb(heat) * 255).max() <= 1
+        # the perturbation and the perturbed image are pullback_ascent's after k steps
+        path = pullback_ascent(model, x[None], target, steps=4, method=method,
+                               **({"temperature": 0.5} if method == "pullback" else {}))[0]
+        assert torch.equal(shown["perturbed"], path)
+        assert torch.equal(shown["perturbation"], path - x)
+        assert len(shown["probabilities"]) == 5
+        # the panels carry alt text naming the method and the target
+        for column in ("field", "perturbation", "perturbed"):
+            value = explorer.panels[f"{method}_{column}"].value
+            assert "alt='" in value and "golf ball" in value and f"data-panel='{method}_{column}'" in value
+    p = explorer.shown["pullback"]["probabilities"]
+    assert p[-1] > p[0] + 0.1, p  # the ascent raises the target's probability overall
+    assert "p(golf ball): pullback" in explorer.status.value and "after 4 steps" in explorer.status.value
 
-    # the target's probability rises along the pullback overall (the ascent is on the logit, so the
-    # probability need not rise at every step) and is the model's softmax at each iterate
-    p = explorer.shown["probabilities"]
-    assert len(p) == 5
-    assert p[-1] > p[0] + 0.1, p
-    assert "golf ball" in explorer.status.value
+    # the top 3 at the image are the model's, and the page says "prediction: <class> (p = ...)"
+    with torch.no_grad():
+        q, top = model(x[None]).softmax(1)[0].topk(3)
+    assert [name for name, _ in explorer.top] == [names[i] for i in top]
+    np.testing.assert_allclose([v for _, v in explorer.top], q.numpy(), atol=1e-6)
+    assert f"prediction: {names[top[0]]} (p = {q[0]:.2f})" in explorer.panels["image"].value
 
-    # the perturbation and the perturbed image shown are those of pullback_ascent after k steps
-    path = pullback_ascent(model, x[None], target, steps=4, temperature=0.5)[0]
-    assert torch.equal(explorer.shown["perturbed"], path)
-    assert torch.equal(explorer.shown["perturbation"], path - x)
-    assert png_array(explorer.panels["perturbed"].value).shape == (SIZE, SIZE, 3)
-    assert png_array(explorer.panels["probability"].value).shape[2] == 3
+    # one probability plot for both, and a PNG of everything to download
+    assert png_array(explorer.pngs["probability"]).shape[2] == 3
+    assert png_array(explorer.download_png).shape[1] > 3 * SIZE
+    assert "download=" in explorer.download.value and "data:image/png;base64," in explorer.download.value
 
-    # fewer steps: the same path, cut short, from the cache
-    before = explorer.panels["perturbation"].value
-    explorer.steps.value = 2
-    assert len(explorer.shown["probabilities"]) == 3
-    np.testing.assert_array_equal(explorer.shown["probabilities"], p[:3])
-    assert explorer.panels["perturbation"].value != before
+    # the colour bar's ends are the field's scale
+    assert f"+{explorer.shown['pullback']['heat_scale']:.2g}" in explorer.panels["pullback_field"].value
 
-    # switching the method changes the field to the vanilla gradient, and disables T and the gate
-    explorer.method.value = "gradient"
-    assert torch.equal(explorer.shown["field"], vanilla_gradient(model, x[None], target)[0])
-    assert not torch.equal(explorer.shown["field"], field)
-    assert explorer.temperature.disabled and explorer.gate.disabled
-
-    # the temperature changes the pullback's field
-    with explorer.hold():
-        explorer.method.value = "pullback"
-        explorer.temperature.value = 2.0
-    assert torch.equal(explorer.shown["field"], excitation_pullback(model, x[None], target, temperature=2.0)[0])
-    assert not explorer.temperature.disabled
+    # the same view as one matplotlib figure: per method image, field, perturbation, perturbed; the curves
+    import matplotlib.pyplot as plt
+    figure = explorer.figure(dpi=40)
+    assert len(figure.axes) == 9 and len(figure.axes[-1].get_legend().get_texts()) == 2
+    plt.close(figure)
 
 
-def test_uploads_are_decoded_and_resized(model, images):
-    explorer = Explorer(model, images)
+def test_a_change_recomputes_only_what_it_touches(model, images, monkeypatch):
+    calls = counting(monkeypatch)
+    explorer = Explorer(model, images, models=MODELS)
+    assert sorted(calls) == ["gradient", "pullback"]
+    p = explorer.shown["pullback"]["probabilities"]
+    calls.clear()
+    explorer.steps.value = 2  # shorter: both from the cache, cut short
+    assert calls == [] and len(explorer.shown["pullback"]["probabilities"]) == 3
+    np.testing.assert_array_equal(explorer.shown["pullback"]["probabilities"], p[:3])
+    explorer.temperature.value = 1.0  # T changes the pullback only; the gradient comes from the cache
+    assert calls == ["pullback"]
+    calls.clear()
+    explorer.gate.value = "normal_cdf"
+    assert calls == ["pullback"]
+    calls.clear()
+    with explorer.hold():  # back to settings computed before (at 5 steps >= 2)
+        explorer.temperature.value = 0.3
+        explorer.gate.value = "sigmoid"
+    assert calls == []
+    assert torch.equal(explorer.shown["pullback"]["field"],
+                       excitation_pullback(model, images[explorer.image.value][None], explorer.target.value)[0])
+
+
+def test_a_newer_change_cancels_the_update_in_progress(model, images):
+    explorer = Explorer(model, images, models=MODELS, background=True)
+    assert explorer.wait(120)
+    done = explorer.updates.finished
+    with explorer.hold(update=False):
+        explorer.steps.value = 8
+    for target in (1, 2, 3):  # three quick changes: only the last is computed to the end
+        explorer.target.value = target
+    assert explorer.wait(300)
+    assert explorer.updates.finished == done + 1
+    assert explorer.updates.generation - explorer.updates.finished >= 2
+    x = images[explorer.image.value][None]
+    # the two methods ran at once (the gradient on a copy of the model): each is still the library's
+    assert torch.equal(explorer.shown["pullback"]["field"], excitation_pullback(model, x, 3)[0])
+    assert torch.equal(explorer.shown["gradient"]["field"], vanilla_gradient(model, x, 3)[0])
+    path = pullback_ascent(model, x, 3, steps=8, method="gradient")[0]
+    assert torch.equal(explorer.shown["gradient"]["perturbed"], path)
+    assert f"p({model.class_names[3]})" in explorer.status.value
+
+
+def test_updates_stop_when_stale():
+    log, release = [], threading.Event()
+
+    def run(generation):
+        log.append(("start", generation))
+        release.wait(10)
+        updates.check(generation)
+        log.append(("done", generation))
+    updates = Updates(run, background=True)
+    updates.request()
+    while not log:
+        pass
+    updates.request()  # while the first still runs
+    updates.request()  # supersedes the second before it starts
+    release.set()
+    assert updates.wait(10)
+    assert log == [("start", 1), ("start", 3), ("done", 3)]
+    assert updates.cancelled == 1 and updates.finished == 1
+    with pytest.raises(Cancelled):
+        updates.check(2)
+
+
+def test_uploads_are_decoded_resized_and_confirmed(model, images):
+    explorer = Explorer(model, images, models=MODELS)
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (150, 200, 3), dtype=np.uint8))
-    buffer = io.BytesIO()
-    picture.save(buffer, format="png")
+    content = png_bytes(np.array(picture))
     with explorer.hold(update=False):
         explorer.steps.value = 1
-    explorer.upload.value = ({"name": "mine.png", "type": "image/png", "size": len(buffer.getvalue()),
-                              "content": memoryview(buffer.getvalue()),
+    explorer.upload.value = ({"name": "mine.png", "type": "image/png", "size": len(content),
+                              "content": memoryview(content),
                               "last_modified": datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc)},)
     assert explorer.image.value == "upload 1: mine.png" and explorer.upload.value == ()
-    assert explorer.shown["perturbed"].shape == (3, 224, 224)
+    assert explorer.shown["pullback"]["perturbed"].shape == (3, 224, 224)
     expected = torch.from_numpy(np.array(picture)).permute(2, 0, 1)
     from utils.data.imagenette import resize_center, to_unit_range
     assert torch.equal(explorer.images[explorer.image.value], to_unit_range(resize_center(expected, 224)))
+    assert "added <b>mine.png</b>" in explorer.upload_note.value
+    assert "200 x 150 px: the centre square was kept" in explorer.upload_note.value
+
+
+def test_bad_uploads_are_explained_in_words(model, images, monkeypatch):
+    explorer = Explorer(model, images, models=MODELS)
     assert explorer.add_image("broken.png", b"not an image") == ""
-    assert "could not read broken.png" in explorer.status.value
+    note = explorer.upload_note.value
+    assert "broken.png is not an image file" in note
+    assert "BytesIO" not in note and "<_io" not in note and "Error" not in note
+    monkeypatch.setattr(inputs_module, "MAX_UPLOAD_PIXELS", 100)  # refused before it is decoded
+    assert explorer.add_image("big.png", png_bytes(np.zeros((20, 30, 3), np.uint8))) == ""
+    assert "big.png is too large (30 x 20 pixels)" in explorer.upload_note.value
 
 
-def test_a_model_that_cannot_load_shows_an_error(model, images, monkeypatch):
+def test_a_model_that_cannot_load_is_explained_in_words(model, images, monkeypatch):
     def offline(name, device=None):
-        raise PretrainedUnavailableError(f"could not download the ImageNet weights for {name}")
+        raise PretrainedUnavailableError(f"could not download the ImageNet weights for {name} (URLError: ...). "
+                                         "Without internet access use the bundled Imagenette model: "
+                                         "load_model('bundled')")
 
     monkeypatch.setattr(explore_module, "load_model", offline)
-    explorer = Explorer(model, images)
-    with explorer.hold(update=False):
-        explorer.steps.value = 1
+    explorer = Explorer(model, images, models=["bundled", "resnet50"])
     shown = explorer.shown
     explorer.model.value = "resnet50"
-    assert "could not load resnet50" in explorer.status.value
+    status = explorer.status.value
+    assert "resnet50 needs its ImageNet weights" in status and OFFLINE_DEFAULT in status
+    assert "load_model" not in status and "URLError" not in status and "Error" not in status
     assert explorer.model.value == "bundled" and explorer.shown is shown
+
+
+def test_only_loadable_models_are_offered(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.delenv("PULLBACK_DOWNLOAD", raising=False)
+    probed = []
+
+    def probe(answer):
+        return lambda url: probed.append(url) or answer
+    offline = loadable_models(probe=probe(False))
+    assert offline[0] == OFFLINE_DEFAULT and not set(PAPER_MODELS) & set(offline)
+    assert len(probed) == 1  # one look at the download host, not one per model
+    assert loadable_models(probe=probe(True))[-3:] == list(PAPER_MODELS)
+    monkeypatch.setenv("PULLBACK_DOWNLOAD", "0")
+    probed.clear()
+    assert not set(PAPER_MODELS) & set(loadable_models(probe=probe(True))) and probed == []
+    # weights torch.hub has cached count as loadable without a download
+    cached = inputs_module.cached_checkpoint(inputs_module.imagenet_weights("vgg11_bn"))
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    assert set(PAPER_MODELS) & set(loadable_models(probe=probe(False))) == {"vgg11_bn"}
+    assert loadable_models("bundled", probe=probe(False))[0] == "bundled"
 
 
 def test_another_model_keeps_the_target_class(images, monkeypatch):
@@ -167,19 +296,27 @@ def test_another_model_keeps_the_target_class(images, monkeypatch):
     big.class_names[497] = "church"
     big.name = "resnet50"
     monkeypatch.setattr(explore_module, "load_model", lambda name, device=None: big.eval())
-    explorer = Explorer(small, {"a": images["first"][:, :64, :64]})
+    explorer = Explorer(small, {"a": images["first"][:, :64, :64]}, models=["bundled", "resnet50"])
     with explorer.hold(update=False):
         explorer.steps.value = 1
     explorer.target.value = small.class_names.index("golf ball")
     explorer.model.value = "resnet50"
     assert explorer.target.value == 574  # golf ball in ImageNet
-    assert explorer.shown["field"].shape == (3, 64, 64)
+    assert explorer.shown["gradient"]["field"].shape == (3, 64, 64)
+
+
+def test_thumbnails_pick_their_image(model, images):
+    explorer = Explorer(model, images, models=MODELS)
+    assert [b.description for b in explorer.thumbnails] == list(images)
+    explorer.thumbnails[1].click()
+    assert explorer.image.value == "second"
+    assert torch.equal(explorer.results["pullback"].trajectory[0], images["second"])
 
 
 def test_no_images_is_not_an_error(model, monkeypatch):
     monkeypatch.setattr(explore_module, "default_images", lambda: ({}, "no example images: upload one"))
-    explorer = Explorer(model)
-    assert explorer.result is None and "upload one" in explorer.status.value
+    explorer = Explorer(model, models=MODELS)
+    assert explorer.results == {} and "upload one" in explorer.status.value
 
 
 def test_panel_arrays_of_k_steps(model, images):
@@ -188,6 +325,8 @@ def test_panel_arrays_of_k_steps(model, images):
     assert torch.equal(arrays["perturbed"], result.trajectory[1])
     assert arrays["perturbation_rgb"].shape == (SIZE, SIZE, 3) and arrays["heat"].shape == (SIZE, SIZE)
     assert len(arrays["probabilities"]) == 2 and len(arrays["all_probabilities"]) == 3
+    heat, scale = field_heat(result.field)
+    np.testing.assert_array_equal(heat, as_heat(pixel_relevance(result.field)))
 
 
 def test_default_images_fall_back_to_an_upload_prompt(monkeypatch):

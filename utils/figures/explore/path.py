@@ -23,6 +23,7 @@ class Exploration:
         probabilities: the target's softmax probability at each iterate, (steps + 1,).
         predictions: the model's top class at each iterate, (steps + 1,).
         settings: what was computed (target, method, temperature, gate, alpha, eps).
+        first: the softmax of every class at the image, (classes,) (the same for every target and method).
     """
 
     field: torch.Tensor
@@ -30,6 +31,7 @@ class Exploration:
     probabilities: torch.Tensor
     predictions: torch.Tensor
     settings: dict = dataclass_field(default_factory=dict)
+    first: torch.Tensor | None = None
 
     @property
     def steps(self) -> int:
@@ -42,7 +44,7 @@ class Exploration:
     def upto(self, k: int) -> "Exploration":
         """The first ``k`` steps of this path."""
         return Exploration(self.field, self.trajectory[:k + 1], self.probabilities[:k + 1], self.predictions[:k + 1],
-                           self.settings)
+                           self.settings, self.first)
 
 
 def direction_and_logits(model, x: torch.Tensor, target: int, method: str = "pullback", temperature: float = 0.3,
@@ -83,7 +85,8 @@ def explore_path(model, image: torch.Tensor, target: int, method: str = "pullbac
         alpha, eps: step length and radius of the L2 ball, as in the paper's figures.
         start: a shorter path from the same image with the same settings, to continue instead of
             starting over (ignored when its settings differ).
-        on_step: called as ``on_step(k)`` after each pass (k = 0 .. steps), e.g. for a progress bar.
+        on_step: called as ``on_step(k)`` after each pass (k = 0 .. steps), e.g. for a progress bar; an
+            exception it raises stops the computation (the explorer's cancellation of stale work).
         on_partial: called with the path so far (an :class:`Exploration` of k steps, its last
             probability not yet known and repeated from step k - 1) after each step, e.g. to draw it.
 
@@ -98,11 +101,11 @@ def explore_path(model, image: torch.Tensor, target: int, method: str = "pullbac
     if start is not None and start.settings == settings and start.steps == steps:
         return start
     trajectory, field, done, probabilities, predictions = _resumed(start, settings, steps, image, device)
-    origin = trajectory[0]
+    origin, first = trajectory[0], start.first if start is not None and done else None
     for k in range(done, steps):
         direction, step_logits = direction_and_logits(model, trajectory[k], target, method, temperature, gate)
         if field is None:
-            field = direction[0].cpu()
+            field, first = direction[0].cpu(), step_logits.softmax(1)[0].cpu()
         probabilities.append(step_logits.softmax(1)[0, int(target)].cpu())
         predictions.append(step_logits.argmax(1)[0].cpu())
         trajectory.append(project_l2(ascent_step(trajectory[k], direction, alpha), origin, eps).clamp(-1.0, 1.0))
@@ -110,10 +113,10 @@ def explore_path(model, image: torch.Tensor, target: int, method: str = "pullbac
             on_step(k)
         if on_partial and k + 1 < steps:
             on_partial(Exploration(field, torch.cat(trajectory).cpu(), torch.stack(probabilities + probabilities[-1:]),
-                                   torch.stack(predictions + predictions[-1:]), settings))
+                                   torch.stack(predictions + predictions[-1:]), settings, first))
     if field is None:  # no steps: the field alone
         field, step_logits = direction_and_logits(model, origin, target, method, temperature, gate)
-        field = field[0].cpu()
+        field, first = field[0].cpu(), step_logits.softmax(1)[0].cpu()
     else:
         with torch.no_grad():
             step_logits = model(trajectory[-1])
@@ -122,7 +125,7 @@ def explore_path(model, image: torch.Tensor, target: int, method: str = "pullbac
     if on_step:
         on_step(steps)
     return Exploration(field, torch.cat(trajectory).cpu(), torch.stack(probabilities), torch.stack(predictions),
-                       settings)
+                       settings, first)
 
 
 def _resumed(start: Exploration | None, settings: dict, steps: int, image: torch.Tensor, device):

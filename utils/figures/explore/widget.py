@@ -1,93 +1,105 @@
-"""The explorer's wiring: ipywidgets controls and panels around :func:`explore_path`."""
+"""The explorer's wiring: pullback and gradient side by side for the controls' settings (ipywidgets)."""
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import copy
+import html
+import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
-from ...core.gates import GATES
+import torch
+
 from ...data.imagenette import IMAGENETTE_CLASSES, PAPER_CLASSES
-from ...models.zoo import OFFLINE_DEFAULT, PAPER_MODELS, default_device, load_model
-from .inputs import as_image_dict, class_options, decode_upload, default_images, same_class
-from .panels import array_png, figure_png, panel_arrays, panel_figure, probability_figure
+from ...models.integrity import WeightsFileError
+from ...models.zoo import OFFLINE_DEFAULT, PretrainedUnavailableError, default_device, load_model
+from .inputs import UploadError, as_image_dict, class_options, default_images, loadable_models, read_upload, same_class
+from .drawing import Drawing
+from .panels import CurvePlot
 from .path import METHOD_LABELS, Exploration, explore_path
+from .view import METHODS, PANEL, build_page
+from .worker import Cancelled, Updates
 
-MAX_STEPS = 20
-CACHE_SIZE = 16  # computed paths kept per explorer (about 3.6 MB each at 5 steps)
+CACHE_SIZE = 32  # computed paths kept per explorer (about 3.6 MB each at 5 steps)
+PANEL_SIZE = 224  # px: uploads are resized to the examples' size
 
 
-class Explorer:
-    """The widgets, the models and a small cache of computed paths; ``widget`` is what the notebook shows.
+def in_kernel() -> bool:
+    """Whether this runs in a Jupyter kernel (where a thread can compute while the kernel takes messages)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
-    Settings change through the controls (or by setting their ``value`` in code); each change
-    recomputes unless inside :meth:`hold`. After an update, ``result`` holds the computed path,
-    ``shown`` the arrays of :func:`panel_arrays` on display, ``seconds`` how long the update took, and
-    ``panels[name].value`` the PNG bytes on display (``"image"``, ``"field"``, ``"perturbation"``,
-    ``"perturbed"``, ``"probability"``); :meth:`figure` draws the same as one figure. Errors (e.g. weights that cannot download) go to
-    ``status`` instead of raising.
+
+def error_html(text: str) -> str:
+    return f"<span style='color:#b00'>{html.escape(text)}</span>"
+
+
+def load_error_text(name: str, error: Exception) -> str:
+    """Why ``name`` did not load, for a person (no exception reprs, no Python advice)."""
+    if isinstance(error, PretrainedUnavailableError):
+        return (f"{name} needs its ImageNet weights, and they could not be downloaded (is this computer offline?). "
+                f"The models trained on Imagenette, such as {OFFLINE_DEFAULT}, work without internet.")
+    if isinstance(error, (FileNotFoundError, WeightsFileError)):
+        return f"the weights of {name} are missing or damaged in this copy of the repository."
+    return f"{name} could not be loaded ({type(error).__name__})."
+
+
+class Explorer(Drawing):
+    """The widgets, the models and a cache of computed paths; ``widget`` is what the notebook shows.
+
+    Settings change through the controls (or by setting their ``value`` in code); each change requests an
+    update (none inside :meth:`hold`). With ``background=True`` updates run in a thread and a newer change
+    cancels an older one between ascent steps (:class:`~.worker.Updates`; :meth:`wait` waits for the last);
+    the two methods then compute at once, in two threads with half the CPU threads each (intra-op threads
+    waiting at every operation's barrier are slow on a busy CPU), the gradient on a copy of the model.
+    After an update, ``results[method]`` holds each computed path, ``shown[method]`` the arrays of
+    :func:`panel_arrays` on display, ``top`` the image's top 3 as (class, probability), ``seconds`` how long
+    it took, ``pngs[name]`` the PNG bytes of each panel and ``download_png`` the composite offered for
+    download. Errors (weights that cannot download, unreadable uploads) go to ``status`` instead of raising.
     """
 
-    def __init__(self, model=None, images=None, device=None):
+    def __init__(self, model=None, images=None, device=None, background: bool | None = None, models=None):
         self.device = device or (default_device() if model is None else next(model.parameters()).device)
         self.models = OrderedDict()
         if model is not None:
             self.models[model.name] = model
-        names = list(dict.fromkeys([*self.models, OFFLINE_DEFAULT, *PAPER_MODELS]))
+        names = list(models) if models is not None else loadable_models(model.name if model is not None else None)
         if images is None:
-            self.images, source = default_images()
+            self.images, self.source = default_images()
         else:
-            self.images, source = as_image_dict(images), "the images given"
-        self.source = source
+            self.images, self.source = as_image_dict(images), "the images given"
         self.cache: OrderedDict = OrderedDict()
-        self.result = None
+        self._cache_lock = threading.Lock()
+        self._pool = None
+        self._replicas: dict = {}
+        self.results: dict = {}
         self.shown: dict = {}
+        self.pngs: dict = {}
+        self.top: list = []
         self.seconds = None
+        self.download_png = None
+        self.curve = CurvePlot()
         self._hold = 0
         self._uploads = 0
-
-        self._build(names, source)
+        build_page(self, names)
+        # In a thread only with models of its own: a caller's model may be in use by the notebook's next cells.
+        background = in_kernel() and model is None if background is None else background
+        self.updates = Updates(self._run, background)
         with self.hold(update=False):
             self._set_model(names[0])
-        for control in (self.image, self.target, self.method, self.temperature, self.gate, self.steps):
+        for control in (self.image, self.target, self.temperature, self.gate, self.steps):
             control.observe(self._changed, names="value")
         self.model.observe(self._model_changed, names="value")
         self.upload.observe(self._uploaded, names="value")
-        if self.images:
-            self.update()
-
-    def _build(self, names: list[str], source: str) -> None:
-        """The controls, the panels and the widget that holds them."""
-        import ipywidgets as widgets
-
-        self.image = widgets.Dropdown(options=list(self.images), description="image")
-        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="upload")
-        self.model = widgets.Dropdown(options=names, value=names[0], description="model")
-        self.target = widgets.Dropdown(description="target")
-        self.method = widgets.ToggleButtons(options=[(v, k) for k, v in METHOD_LABELS.items()], value="pullback",
-                                            style={"button_width": "150px"})
-        self.temperature = widgets.FloatLogSlider(value=0.3, base=10, min=-2, max=1, step=0.05, description="T",
-                                                  readout_format=".2g", continuous_update=False)
-        self.gate = widgets.Dropdown(options=list(GATES), value="sigmoid", description="gate")
-        self.steps = widgets.IntSlider(value=5, min=0, max=MAX_STEPS, description="steps k", continuous_update=False)
-        self.progress = widgets.IntProgress(value=0, min=0, max=1, description="", layout={"width": "160px"})
-        self.status = widgets.HTML(value=f"<i>images: {source}</i>")
-        square = {"width": "224px", "height": "224px", "min_width": "224px"}
-        self.panels = {name: widgets.Image(format="png", layout=square)
-                       for name in ("image", "field", "perturbation", "perturbed")}
-        self.panels["probability"] = widgets.Image(format="png", layout={"width": "272px", "min_width": "272px"})
-        self.titles = {name: widgets.HTML(layout={"width": "272px" if name == "probability" else "224px",
-                                                  "height": "40px", "margin": "0"}) for name in self.panels}
-        self.output = widgets.HBox([widgets.VBox([self.titles[n], self.panels[n]], layout={"margin": "0 6px 0 0"})
-                                    for n in self.panels], layout={"flex_flow": "row wrap"})
-        controls = widgets.VBox([
-            widgets.HBox([self.image, self.upload, self.model]),
-            widgets.HBox([self.target, widgets.Label("method", layout={"margin": "0 8px 0 60px"}), self.method]),
-            widgets.HBox([self.temperature, self.gate]),
-            widgets.HBox([self.steps, self.progress, self.status]),
-        ])
-        self.widget = widgets.VBox([controls, self.output])
-        self.widget.explorer = self  # reach the state from the widget the notebook holds
-
+        for button, name in zip(self.thumbnails, self.images):
+            button.on_click(lambda _, name=name: setattr(self.image, "value", name))
+        self._changed()
 
     # --- settings ---------------------------------------------------------------------------
 
@@ -104,8 +116,7 @@ class Explorer:
 
     def settings(self) -> dict:
         return dict(model=self.model.value, image=self.image.value, target=self.target.value,
-                    method=self.method.value, temperature=self.temperature.value, gate=self.gate.value,
-                    steps=self.steps.value)
+                    temperature=self.temperature.value, gate=self.gate.value, steps=self.steps.value)
 
     def current_model(self):
         return self.models[self.model.value]
@@ -113,11 +124,12 @@ class Explorer:
     def _set_model(self, name: str) -> None:
         """Load ``name`` (once) and point the target list at its classes, keeping the target class if it can."""
         if name not in self.models:
-            self.status.value = f"loading {name} ..."
+            self.status.value = f"loading {html.escape(name)} ..."
             self.models[name] = load_model(name, self.device)
         model = self.models[name]
         old = getattr(self, "_class_names", None)
-        keep = same_class(self.target.value, old, model.class_names) if old is not None and self.target.value is not None else None
+        known = old is not None and self.target.value is not None
+        keep = same_class(self.target.value, old, model.class_names) if known else None
         self._class_names = list(model.class_names)
         if keep is None:  # first time: the church, a paper target the first example (tench) is not
             keep = same_class(PAPER_CLASSES[2], IMAGENETTE_CLASSES, model.class_names)
@@ -127,7 +139,6 @@ class Explorer:
     # --- events -----------------------------------------------------------------------------
 
     def _changed(self, change=None) -> None:
-        self.temperature.disabled = self.gate.disabled = self.method.value != "pullback"
         if not self._hold:
             self.update()
 
@@ -136,8 +147,7 @@ class Explorer:
             with self.hold(update=False):
                 self._set_model(change["new"])
         except Exception as error:  # e.g. PretrainedUnavailableError without internet
-            self.status.value = (f"<span style='color:#b00'>could not load {change['new']}: "
-                                 f"{type(error).__name__}: {error}</span>")
+            self.status.value = error_html(load_error_text(change["new"], error))
             with self.hold(update=False):
                 self.model.value = change["old"]
             return
@@ -152,15 +162,19 @@ class Explorer:
         self.upload.value = ()  # ready for the next file, even the same one again
 
     def add_image(self, name: str, content: bytes) -> str:
-        """Decode an image file's bytes, add it to the image list and show it; returns its list name."""
+        """Decode an image file's bytes, add it to the image list and show it; returns its list name
+        ("" if it could not be read: the reason goes to ``upload_note``)."""
         try:
-            image = decode_upload(content)
-        except Exception as error:
-            self.status.value = f"<span style='color:#b00'>could not read {name}: {type(error).__name__}: {error}</span>"
+            image, (height, width) = read_upload(content, name, PANEL_SIZE)
+        except UploadError as error:
+            self.upload_note.value = error_html(str(error))
             return ""
         self._uploads += 1
         key = f"upload {self._uploads}: {name}"
         self.images[key] = image
+        crop = (f" ({width} x {height} px: the centre square was kept and resized to {PANEL_SIZE} x {PANEL_SIZE})"
+                if width != height else f" (resized from {width} x {height} px)" if width != PANEL_SIZE else "")
+        self.upload_note.value = f"added <b>{html.escape(name)}</b>{html.escape(crop)}"
         with self.hold():
             self.image.options = list(self.images)
             self.image.value = key
@@ -168,99 +182,122 @@ class Explorer:
 
     # --- compute and show -------------------------------------------------------------------
 
-    def compute(self) -> Exploration:
-        """The path for the current settings, from the cache when it has one at least this long."""
-        s = self.settings()
-        key = (s["model"], s["image"], s["target"], s["method"],
-               *((s["temperature"], s["gate"]) if s["method"] == "pullback" else ()))
-        cached = self.cache.get(key)
-        if cached is not None and cached.steps >= s["steps"]:
-            self.cache.move_to_end(key)
-            return cached.upto(s["steps"])
-        self.progress.max = s["steps"] + 1
-        self.progress.value = 0
-
-        def on_step(k):  # show the path so far while the rest computes
-            self.progress.value = k + 1
-            self.status.value = f"computing: pass {k + 1} of {s['steps'] + 1}"
-
-        def on_partial(partial):
-            self.draw(partial, min(partial.steps, s["steps"]), curve=False)
-
-        result = explore_path(self.current_model(), self.images[s["image"]], s["target"], s["method"], s["steps"],
-                              s["temperature"], s["gate"], start=cached, on_step=on_step,
-                              on_partial=on_partial)
-        self.cache[key] = result
-        self.cache.move_to_end(key)
-        while len(self.cache) > CACHE_SIZE:
-            self.cache.popitem(last=False)
-        return result
-
-    def draw(self, result: Exploration, k: int, curve: bool = True) -> None:
-        """Show ``result`` after ``k`` steps: the four image panels, and the probability curve if ``curve``."""
-        self.shown = arrays = panel_arrays(result, k)
-        names = self._class_names
-        method, t = self.method.value, self.temperature.value
-        what = METHOD_LABELS[method] + (f", T={t:.2g}" if method == "pullback" else "")
-        for name, rgb, title, note in (
-                ("image", arrays["original_rgb"], "image", f"model: {names[int(result.predictions[0])]}"),
-                ("field", arrays["heat_rgb"], what, "channel sum; red = toward the target"),
-                ("perturbation", arrays["perturbation_rgb"], f"perturbation after {k} step{'s' * (k != 1)}",
-                 f"alpha={result.settings['alpha']:g}, eps={result.settings['eps']:g}"),
-                ("perturbed", arrays["perturbed_rgb"], "perturbed image", f"model: {names[arrays['prediction']]}")):
-            self.panels[name].value = array_png(rgb)
-            self.titles[name].value = (f"<div style='line-height:1.25'><b>{title}</b><br>"
-                                       f"<span style='font-size:90%;color:#555'>{note}</span></div>")
-        if curve:
-            self.panels["probability"].value = figure_png(probability_figure(arrays, names[self.target.value], k))
-            self.titles["probability"].value = ("<div style='line-height:1.25'><b>target probability</b><br>"
-                                                "<span style='font-size:90%;color:#555'>softmax along the path"
-                                                "</span></div>")
-
     def update(self) -> None:
-        """Recompute for the current settings and redraw; errors are shown in ``status``."""
+        """Request an update for the current settings (computed now, or in the background thread)."""
         if not self.images or self.image.value is None:
-            self.status.value = f"<i>{self.source}</i>"
+            self.status.value = f"<i>{html.escape(self.source)}</i>"
             return
-        start = time.perf_counter()
-        self.progress.bar_style = "info"
+        self.updates.request()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until the last requested update is done (at once without a background thread)."""
+        return self.updates.wait(timeout)
+
+    def _run(self, generation: int) -> None:
+        """One update: both methods' paths (from the cache where it has them), drawn as they come."""
+        s, start = self.settings(), time.perf_counter()
+        self._drawing = s
+        total = len(METHODS) * (s["steps"] + 1)
+        self.progress.max, self.progress.value, self.progress.bar_style = total, 0, "info"
+        for panel in self.panels.values():
+            panel.add_class("pb-stale")
         try:
-            self.result = self.compute()
-            self.draw(self.result, self.steps.value)
+            self.results = self._both_paths(s, generation)
+            self._draw_final(s, generation)
+        except Cancelled:
+            raise
         except Exception as error:
+            self.updates.check(generation)  # a stale update's error (e.g. the model changed under it) is moot
             self.progress.bar_style = "danger"
-            self.status.value = f"<span style='color:#b00'>{type(error).__name__}: {error}</span>"
+            self.status.value = error_html(f"the update failed: {error}")
             return
         self.seconds = time.perf_counter() - start
-        self.progress.value = self.progress.max
-        self.progress.bar_style = "success"
-        p, k = self.shown["probabilities"], self.steps.value
-        self.status.value = (f"p({self._class_names[self.target.value]}) {p[0]:.2f} &rarr; {p[-1]:.2f} after {k} "
-                             f"step{'s' * (k != 1)} &middot; {self.seconds:.1f} s")
+        self.progress.value, self.progress.bar_style = total, "success"
+        p = {m: self.shown[m]["probabilities"] for m in METHODS}
+        k = s["steps"]
+        names = self.models[s["model"]].class_names
+        self.status.value = (f"p({html.escape(names[s['target']])}): pullback {p['pullback'][0]:.2f} "
+                             f"&rarr; {p['pullback'][-1]:.2f}, gradient {p['gradient'][0]:.2f} &rarr; "
+                             f"{p['gradient'][-1]:.2f} after {k} step{'s' * (k != 1)} &middot; {self.seconds:.1f} s")
 
-    def figure(self, dpi: int = 100):
-        """The current view as one matplotlib figure (for saving; the widget itself shows separate panels)."""
-        names = self._class_names
-        return panel_figure(self.shown, names[self.target.value], names[self.shown["prediction"]], self.method.value,
-                            self.temperature.value, self.steps.value, dpi=dpi)
+    def _both_paths(self, s: dict, generation: int) -> dict:
+        """Both methods' paths, each drawn when done: at once in two threads in the background (each with
+        its own copy of the model and half the CPU threads), else one after the other."""
+        self._passes = {method: 0 for method in METHODS}
+        if not self.updates.background:
+            return {method: self._method_update(s, method, generation) for method in METHODS}
+        if self._pool is None:
+            threads = max(1, torch.get_num_threads() // 2)
+            self._pool = ThreadPoolExecutor(len(METHODS), "explorer-method", torch.set_num_threads, (threads,))
+        futures = {method: self._pool.submit(self._method_update, s, method, generation) for method in METHODS}
+        concurrent.futures.wait(futures.values())  # both stop before the next update may start
+        return {method: future.result() for method, future in futures.items()}
 
+    def _method_update(self, s: dict, method: str, generation: int) -> Exploration:
+        result = self._path(s, method, generation)
+        self._draw_method(method, result, s["steps"], generation)
+        return result
 
-def explore(model=None, images=None):
+    def _model_for(self, name: str, method: str):
+        """The model ``name`` for ``method``: the gradient's runs on a copy when the two run at once."""
+        if method == "pullback" or not self.updates.background:
+            return self.models[name]
+        if (name, method) not in self._replicas:
+            self._replicas[name, method] = copy.deepcopy(self.models[name])
+        return self._replicas[name, method]
+
+    def _path(self, s: dict, method: str, generation: int) -> Exploration:
+        """The path of ``method`` for settings ``s``, from the cache when it has one at least this long;
+        stale (a newer change arrived) between any two steps."""
+        key = (s["model"], s["image"], s["target"], method,
+               *((s["temperature"], s["gate"]) if method == "pullback" else ()))
+        with self._cache_lock:
+            cached = self.cache.get(key)
+            if cached is not None and cached.steps >= s["steps"]:
+                self.cache.move_to_end(key)
+                return cached.upto(s["steps"])
+
+        def on_step(k):
+            self.updates.check(generation)
+            self._passes[method] = k + 1
+            self.progress.value = sum(self._passes.values())
+            self.status.value = "computing: " + ", ".join(
+                f"{m} pass {n} of {s['steps'] + 1}" for m, n in self._passes.items() if n)
+
+        def on_partial(partial):  # show the path so far while the rest computes
+            self._draw_method(method, partial, partial.steps, generation)
+
+        result = explore_path(self._model_for(s["model"], method), self.images[s["image"]], s["target"], method,
+                              s["steps"], s["temperature"], s["gate"], start=cached, on_step=on_step,
+                              on_partial=on_partial)
+        with self._cache_lock:
+            self.cache[key] = result
+            self.cache.move_to_end(key)
+            while len(self.cache) > CACHE_SIZE:
+                self.cache.popitem(last=False)
+        return result
+
+def explore(model=None, images=None, device=None, background: bool | None = None):
     """An interactive explorer of excitation pullbacks (an ``ipywidgets`` widget; display it in a notebook).
 
-    Choose an image (or upload one), a model, a target class, the method (excitation pullback or vanilla
-    gradient), the temperature, the gate and the number of ascent steps k; it shows the vector field at
-    the image as a heat map, the perturbation after k steps (alpha = 20, eps = 100, as in the paper's
-    figures), the perturbed image and the target's probability along the path.
+    Choose an image (click a thumbnail or upload one), a model, a target class, the temperature T and gate
+    of the pullback and the number of ascent steps k. The excitation pullback and the vanilla gradient are
+    shown side by side: each one's field at the image as a heat map with a colour bar, its perturbation
+    after k steps (alpha = 20, eps = 100, as in the paper's figures) and the perturbed image with the
+    model's prediction; the target's probability along both paths on one plot; the image's top 3.
 
     Args:
-        model: a classifier from :func:`utils.load_model`; None (default) starts on the bundled model.
-            The model list also offers the paper's models, loaded when chosen (an error message if their
-            weights cannot download).
+        model: a classifier from :func:`utils.load_model`; None (default) starts on
+            :data:`~utils.models.zoo.OFFLINE_DEFAULT`. The list offers only models that can load
+            (:func:`loadable_models`): the paper's ImageNet models when their weights are cached or
+            downloadable.
         images: a dict ``{name: (3, H, W)}``, a tensor (N, 3, H, W) in [-1, 1] or image file paths;
             None (default): the ten examples, one per class.
+        device: where models chosen in the list load (default: the model's device, else CUDA if present).
+        background: compute in a thread, a newer change cancelling an older one (default: inside a
+            Jupyter kernel when ``model`` is None, so that the thread uses models no other code holds).
 
     Returns:
         The widget; its ``explorer`` attribute is the :class:`Explorer` behind it.
     """
-    return Explorer(model, images).widget
+    return Explorer(model, images, device, background).widget
