@@ -19,6 +19,7 @@ from . import interception as calls
 from .disguises import DisguisedReLUs
 from .interception import Interceptor
 from .recompute import checkpoint_frame, recompute_under
+from .reductions import MaxReductions
 from .rules import RuleContext
 from .settings import Settings
 from .surrogates import AttentionValues
@@ -66,7 +67,7 @@ _INPLACE_ADDS = (torch.Tensor.__iadd__, torch.Tensor.add_)
 _ADDS = (*_INPLACE_ADDS, torch.Tensor.__add__, torch.Tensor.add, torch.add)
 
 
-class ExcitationMode(Interceptor, DisguisedReLUs):
+class ExcitationMode(Interceptor, DisguisedReLUs, MaxReductions):
     """Routes the calls each rule of ``settings`` replaces to that rule; one instance per forward call.
 
     Besides the rules, it keeps two kinds of short-lived notes on recent outputs (valid while their version
@@ -90,6 +91,7 @@ class ExcitationMode(Interceptor, DisguisedReLUs):
             handlers[F.batch_norm] = self._batch_norm
             handlers.update({fn: self._add for fn in _ADDS})
         handlers.update(self.disguise_handlers())
+        handlers.update(self.reduction_handlers())
         if settings.rule("attention") is not None:
             handlers.update({fn: self._matmul for fn in calls.MATMUL_FUNCTIONS})
             handlers.update({fn: self._dropout for fn in calls.DROPOUT_FUNCTIONS})
@@ -101,6 +103,7 @@ class ExcitationMode(Interceptor, DisguisedReLUs):
         self.attention: dict[int, tuple] = {}  # id of recent attention weights -> (weights, version, logits, T)
         self.masks: dict[int, tuple] = {}  # id of a recent ``z > c`` -> (mask, version, z, z's version, ">", c)
         self.zeros: dict[int, tuple] = {}  # id of a recent ``zeros_like(...)`` -> (tensor, version)
+        self.absolutes: dict[int, tuple] = {}  # id of a recent ``z.abs()`` -> (it, version, z, z's version)
         self.use_recipes, self.in_checkpoint, self.last_pack_hook = recipes, False, None
         self.deferred: UnsupportedNonlinearityError | None = None
         self.context = RuleContext(self.recipe_of, self.remember_attention, self.unsupported)
@@ -138,6 +141,9 @@ class ExcitationMode(Interceptor, DisguisedReLUs):
         return out
 
     def _add(self, func, args, kwargs):
+        twice_relu = self.abs_sum(func, args, kwargs, func in _INPLACE_ADDS)
+        if twice_relu is not None:
+            return twice_relu
         extended = None  # (recipe of the batch-norm side, addend), looked up before an in-place add changes it
         if len(args) == 2 and not kwargs and all(isinstance(a, torch.Tensor) for a in args):
             # an out-of-place sum may have the batch norm on either side, an in-place one only on the left

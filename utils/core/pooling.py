@@ -208,3 +208,38 @@ def _tiles(t: torch.Tensor, kernel, out_size) -> torch.Tensor:
     """View of ``t`` (P, 1, H, W) as (P, 1, H_out, kh, W_out, kw): window (i, j), slot (a, b) at [..., i, a, j, b]."""
     (kh, kw), (oh, ow) = kernel, out_size
     return t[..., :oh * kh, :ow * kw].unflatten(-1, (ow, kw)).unflatten(-3, (oh, kh))
+
+
+class SoftMaxReduce(torch.autograd.Function):
+    """A hard max (or min) reduction over ``dims`` (``amax``, ``max(dim)``, ``topk(1)``, ...), its forward ``run(x)``
+    bit for bit; backward the softmax pool's over the same elements, as :class:`SoftMaxPool2d` for a window that
+    covers ``dims`` (``amax(dim=(2, 3))`` back-propagates like ``AdaptiveMaxPool2d(1)``). A min reduction is the
+    mirror image, ``min(x) = -max(-x)``: weights ``softmax(-x / T)``. ``run`` returns the values, or a tuple whose
+    first item is the values (the rest, indices, are not differentiable)."""
+
+    @staticmethod
+    def forward(ctx, x, run, dims: tuple, keepdim: bool, temperature: float, detached: bool, sign: float):
+        out = run(x)
+        values = out if isinstance(out, torch.Tensor) else out[0]
+        ctx.save_for_backward(x, values)
+        ctx.dims, ctx.keepdim, ctx.temperature, ctx.detached, ctx.sign = dims, keepdim, temperature, detached, sign
+        if isinstance(out, torch.Tensor):
+            return out
+        ctx.mark_non_differentiable(*out[1:])
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, grad_values, *unused):
+        refuse_create_graph()
+        x, values = ctx.saved_tensors
+        if not ctx.keepdim:
+            for d in sorted(ctx.dims):
+                values, grad_values = values.unsqueeze(d), grad_values.unsqueeze(d)
+        u = (x - values).mul_(ctx.sign / ctx.temperature)  # (x - max) / T <= 0, mirrored for a min
+        e = exp_flushed_(u.clone())
+        total = e.sum(ctx.dims, keepdim=True)
+        if ctx.detached:
+            return e.mul_(grad_values / total), None, None, None, None, None, None
+        r = (u * e).sum(ctx.dims, keepdim=True).div_(total)  # (p - max) / T
+        grad = e.mul_(u.sub_(r).add_(1.0)).mul_(grad_values / total)  # s_k (1 + (x_k - p) / T) g
+        return grad, None, None, None, None, None, None

@@ -112,9 +112,12 @@ class ReLURule(Rule):
                 self.temperature, self.gate, inplace, *recipe.addends)
         return SoftGateReLU.apply(z, self.temperature, self.gate, inplace)
 
-    def disguised(self, z: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor], inplace: bool):
-        """A ReLU written another way (``clamp(min=0)``, ...): its own forward ``run(z)``, the ReLU rule's backward."""
-        return SoftGate.apply(z, run, scaled_gate(self.gate, self.temperature), inplace)
+    def disguised(self, z: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor], inplace: bool,
+                  scale: float = 1.0):
+        """A ReLU written another way (``clamp(min=0)``, ...): its own forward ``run(z)``, the ReLU rule's backward;
+        ``scale`` times a ReLU (``z + z.abs()`` is twice one) takes ``scale`` times the gate."""
+        gate = scaled_gate(self.gate, self.temperature)
+        return SoftGate.apply(z, run, gate if scale == 1.0 else (lambda t: gate(t).mul_(scale)), inplace)
 
 
 _POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")

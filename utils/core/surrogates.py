@@ -7,10 +7,13 @@ their backward passes is itself differentiable (:func:`refuse_create_graph`).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .gates import Gate, is_sigmoid
 from .policy import policy_for
@@ -87,6 +90,29 @@ def gate_times_(u: torch.Tensor, gate: Gate, grad: torch.Tensor, beta: float = 1
             F.threshold_(u, _log_flush_cutoff(u.dtype) / beta, -math.inf)
         return torch.ops.aten.softplus_backward.grad_input(grad, u, beta, _SIGMOID_IS_ONE, grad_input=u)
     return gate_of_scaled_(u.mul_(beta) if beta != 1.0 else u, gate, flush).mul_(grad)
+
+
+_inputs_only: contextvars.ContextVar[bool] = contextvars.ContextVar("inputs_only", default=False)
+
+
+@contextlib.contextmanager
+def inputs_only():
+    """Within the block (this thread only), the surrogates made by forward calls compute no gradient for an
+    ``nn.Parameter``: a pullback wants the input's alone. Built-in autograd nodes need no such note:
+    ``torch.autograd.grad(out, inputs)`` already skips what does not lead to ``inputs``. Nothing shared with other
+    threads changes (parameters keep their ``requires_grad``), so a training step beside it is unaffected."""
+    token = _inputs_only.set(True)
+    try:
+        yield
+    finally:
+        _inputs_only.reset(token)
+
+
+def wanted_grads(tensors, needs) -> tuple[bool, ...]:
+    """``needs`` (a Function's ``needs_input_grad`` for ``tensors``), parameters dropped inside :func:`inputs_only`."""
+    if not _inputs_only.get():
+        return tuple(needs)
+    return tuple(bool(n) and not isinstance(t, nn.Parameter) for t, n in zip(tensors, needs))
 
 
 def refuse_create_graph() -> None:
@@ -187,6 +213,7 @@ class StraightThrough(torch.autograd.Function):
     @staticmethod
     def forward(ctx, exact, stand_in, *tensors):
         ctx.stand_in = stand_in
+        ctx.wanted = wanted_grads(tensors, ctx.needs_input_grad[2:])
         ctx.save_for_backward(*tensors)
         return exact(*tensors)
 
@@ -194,7 +221,7 @@ class StraightThrough(torch.autograd.Function):
     def backward(ctx, *grads):
         refuse_create_graph()
         saved = ctx.saved_tensors
-        needs = ctx.needs_input_grad[2:]
+        needs = ctx.wanted
         with torch.enable_grad():
             leaves = [t.detach().requires_grad_(n) if t is not None else None for t, n in zip(saved, needs)]
             wanted = [t for t, n in zip(leaves, needs) if n and t is not None]
@@ -243,6 +270,7 @@ class HeldLayerNorm(torch.autograd.Function):
     def forward(ctx, x, weight, bias, shape, eps: float):
         ctx.save_for_backward(x, weight)
         ctx.shape, ctx.eps, ctx.has_bias = tuple(shape), eps, bias is not None
+        ctx.wanted = wanted_grads((x, weight, bias), ctx.needs_input_grad[:3])
         return F.layer_norm(x, shape, weight, bias, eps)
 
     @staticmethod
@@ -253,8 +281,8 @@ class HeldLayerNorm(torch.autograd.Function):
         var, mean = torch.var_mean(x, dims, correction=0, keepdim=True)
         rstd = (var + ctx.eps).rsqrt_()
         scaled = grad_out * weight if weight is not None else grad_out
-        grad_x = scaled * rstd if ctx.needs_input_grad[0] else None
+        grad_x = scaled * rstd if ctx.wanted[0] else None
         lead = tuple(range(x.dim() - len(ctx.shape)))
-        grad_w = (grad_out * (x - mean) * rstd).sum(lead) if weight is not None and ctx.needs_input_grad[1] else None
-        grad_b = grad_out.sum(lead) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        grad_w = (grad_out * (x - mean) * rstd).sum(lead) if weight is not None and ctx.wanted[1] else None
+        grad_b = grad_out.sum(lead) if ctx.has_bias and ctx.wanted[2] else None
         return grad_x, grad_w, grad_b, None, None
