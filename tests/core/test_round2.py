@@ -245,3 +245,48 @@ def test_a_target_that_is_not_class_indices_is_named(field, target):
 def test_strict_must_be_a_flag():
     with pytest.raises(TypeError, match="strict must be True or False"):
         excitation_pullback(mlp(), x6(), 1, strict="no")
+
+
+# -- 5. a residual addend changed in place after the sum ---------------------------------------------------------
+
+class ChangedAddend(nn.Module):
+    """``relu(bn(conv(x)) + a)`` (the ReLU's gate recomputed from the batch norm), then ``a`` changed in place by
+    ``change`` (``copy=True``: a copy changed instead, the same function written without the in-place change)."""
+
+    def __init__(self, change, copy=False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.bn, self.fc = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Linear(3, 2)
+        self.bn.running_mean.uniform_(-0.5, 0.5)
+        self.change, self.copy = change, copy
+
+    def forward(self, x):
+        a = x * 1.5
+        y = F.relu(self.bn(self.conv(x)) + a, inplace=True)
+        b = a.clone() if self.copy else a
+        self.change(b)
+        return self.fc((y + b).mean((2, 3)))
+
+
+CHANGES = {"mul_": lambda a: a.mul_(2), "+=": lambda a: a.__iadd__(1.0), "setitem": lambda a: a.__setitem__(0, 0.0),
+           "view.zero_": lambda a: a[:, 1].zero_(), "relu_": lambda a: F.relu(a, inplace=True)}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_an_addend_changed_in_place_after_the_sum_keeps_the_field(change):
+    model, same = ChangedAddend(CHANGES[change]).double().eval(), ChangedAddend(CHANGES[change], True).double().eval()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(vanilla_gradient(model, x, 1), vanilla_gradient(same, x, 1))  # plain autograd works
+    torch.testing.assert_close(excitation_pullback(model, x, 1), excitation_pullback(same, x, 1), rtol=1e-12,
+                               atol=1e-14)
+
+
+def test_an_addend_changed_after_the_forward_call_is_reported_clearly():
+    kept = []
+    model = ChangedAddend(kept.append).double().eval()  # keeps the addend, unchanged, for the caller
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    with soft_backward(model):
+        out = model(x)
+    kept[0].mul_(2)  # after the forward call, where no mode sees it
+    with pytest.raises(RuntimeError, match="changed in place after the model's forward call"):
+        out[:, 1].sum().backward()

@@ -22,7 +22,7 @@ from .recompute import checkpoint_frame, recompute_under
 from .reductions import MaxReductions
 from .rules import RuleContext
 from .settings import Settings
-from .surrogates import AttentionValues
+from .surrogates import AttentionValues, SoftGateReLUAfterBatchNorm
 
 
 _top_saved_tensors_hooks = torch._C._autograd._top_saved_tensors_default_hooks
@@ -67,6 +67,17 @@ _INPLACE_ADDS = (torch.Tensor.__iadd__, torch.Tensor.add_)
 _ADDS = (*_INPLACE_ADDS, torch.Tensor.__add__, torch.Tensor.add, torch.add)
 
 
+_IN_PLACE_OPERATORS = {"__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__", "__ipow__",
+                       "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__", "__imatmul__", "__setitem__"}
+
+
+def _writes_in_place(func, kwargs) -> bool:
+    """Whether a call writes into its first tensor (``add_``, ``+=``, ``x[i] = v``, ``inplace=True``) or ``out=``."""
+    name = getattr(func, "__name__", "")
+    return ((name.endswith("_") and not name.endswith("__")) or name in _IN_PLACE_OPERATORS
+            or bool(kwargs and (kwargs.get("inplace") is True or "out" in kwargs)))
+
+
 class ExcitationMode(Interceptor, DisguisedReLUs, MaxReductions):
     """Routes the calls each rule of ``settings`` replaces to that rule; one instance per forward call.
 
@@ -106,7 +117,15 @@ class ExcitationMode(Interceptor, DisguisedReLUs, MaxReductions):
         self.absolutes: dict[int, tuple] = {}  # id of a recent ``z.abs()`` -> (it, version, z, z's version)
         self.use_recipes, self.in_checkpoint, self.last_pack_hook = recipes, False, None
         self.deferred: UnsupportedNonlinearityError | None = None
-        self.context = RuleContext(self.recipe_of, self.remember_attention, self.unsupported)
+        self.watched: list[tuple] = []  # (addend, its version, node): residual addends of recomputed gates
+        self.context = RuleContext(self.recipe_of, self.remember_attention, self.unsupported, self.watch)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.watched and args and _writes_in_place(func, kwargs):
+            written = kwargs["out"] if kwargs and "out" in kwargs else args[0]
+            if isinstance(written, torch.Tensor):
+                self._before_write(written)
+        return super().__torch_function__(func, types, args, kwargs)
 
     def _rule_call(self, apply, func, args, kwargs):
         hooks = _top_saved_tensors_hooks(False)  # None unless a checkpoint (or other saved-tensor hooks) is active
@@ -185,6 +204,25 @@ class ExcitationMode(Interceptor, DisguisedReLUs, MaxReductions):
         recipe = self._valid_recipe(z)
         self.recipes.pop(id(z), None)
         return recipe
+
+    def watch(self, addends: tuple, out: torch.Tensor) -> None:
+        node = out.grad_fn
+        if node is not None:
+            self.watched.extend((a, a._version, node) for a in addends)
+
+    def _before_write(self, written: torch.Tensor) -> None:
+        """An in-place call is about to write ``written``: a recomputed gate whose addend shares its memory is
+        computed now, while the addend still holds what was added (autograd's plain sum saves nothing to break)."""
+        storage = written.untyped_storage().data_ptr()
+        kept = []
+        for a, version, node in self.watched:
+            if a._version != version:
+                continue  # changed already (its node kept its gate then)
+            if a.untyped_storage().data_ptr() == storage:
+                SoftGateReLUAfterBatchNorm.keep_gate(node)
+            else:
+                kept.append((a, version, node))
+        self.watched = kept
 
     # -- attention weights ---------------------------------------------------------------------------------------
     def remember_attention(self, weights: torch.Tensor, logits: torch.Tensor, temperature: float) -> None:

@@ -64,6 +64,9 @@ class RuleContext(NamedTuple):
     """``(weights, logits, T)``: ``weights`` are ``softmax(logits)``, so that ``weights @ V`` takes the rule too."""
     unsupported: Callable[[str, Callable, tuple, dict], object]
     """``(name, func, args, kwargs)``: a call the rule cannot soften; runs it as it is (strict: names it)."""
+    watch: Callable[[tuple, torch.Tensor], None]
+    """``(addends, out)``: ``out`` came from a recipe with these addends; before one of them changes in place, the
+    mode has ``out``'s node keep its gate (:meth:`~utils.core.surrogates.SoftGateReLUAfterBatchNorm.keep_gate`)."""
 
 
 class Rule:
@@ -107,9 +110,12 @@ class ReLURule(Rule):
         recipe = ctx.recipe_of(z)
         if recipe is not None:
             bn = recipe.batch_norm
-            return SoftGateReLUAfterBatchNorm.apply(
+            out = SoftGateReLUAfterBatchNorm.apply(
                 z, bn["input"], bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], float(bn["eps"]),
                 self.temperature, self.gate, inplace, *recipe.addends)
+            if recipe.addends:
+                ctx.watch(recipe.addends, out)
+            return out
         return SoftGateReLU.apply(z, self.temperature, self.gate, inplace)
 
     def disguised(self, z: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor], inplace: bool,

@@ -162,26 +162,52 @@ class SoftGateReLUAfterBatchNorm(torch.autograd.Function):
     the same gate, up to rounding in the last bit, without the activation-sized tensor :class:`SoftGateReLU` keeps
     per call; the 1 / T goes into the fused gate-times-gradient (:func:`gate_times_`), so the backward is two or
     three tensor operations, however large the batch.
-    Saved tensors are version-checked by autograd: an in-place change to any of them raises, never misleads.
+    The batch norm's tensors are saved as the plain batch norm saves them (version-checked by autograd: changed in
+    place, they raise as they would for the plain gradient). The addends are not saved by a plain sum, so a model
+    may change one in place after the sum: :meth:`keep_gate` (the mode calls it just before such a change)
+    computes the gate while it still can, as :class:`SoftGateReLU` would have; a change made after the forward
+    call, which no mode sees, is reported in the backward pass.
     """
 
     @staticmethod
     def forward(ctx, z, c, running_mean, running_var, weight, bias, eps: float, temperature: float, gate: Gate,
                 inplace: bool, *addends):
-        ctx.save_for_backward(c, running_mean, running_var, weight, bias, *addends)
-        ctx.eps, ctx.temperature, ctx.gate = eps, temperature, gate
+        ctx.save_for_backward(c, running_mean, running_var, weight, bias)
+        ctx.addends = tuple((a, a._version) for a in addends)  # inputs, not outputs: no reference cycle
+        ctx.eps, ctx.temperature, ctx.gate, ctx.kept = eps, temperature, gate, None
         ctx.flush = policy_for(z.device).flush_subnormals
         return _relu(ctx, z, inplace)
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        refuse_create_graph()
-        c, running_mean, running_var, weight, bias, *addends = ctx.saved_tensors
+    def recompute(ctx) -> torch.Tensor:
+        """``z``, recomputed from the saved batch norm's tensors and the addends (which must be unchanged)."""
+        c, running_mean, running_var, weight, bias = ctx.saved_tensors
+        if any(a._version != version for a, version in ctx.addends):
+            raise RuntimeError("a tensor added to a batch norm's output before a ReLU was changed in place after the "
+                               "model's forward call, so the ReLU's soft gate cannot be recomputed: change a copy "
+                               "(or compute the backward pass before changing it)")
         z = torch.ops.aten._native_batch_norm_legit_no_training(c, weight, bias, running_mean, running_var, 0.0,
                                                                 ctx.eps)[0]
-        for a in addends:
+        for a, _ in ctx.addends:
             z.add_(a)
-        return gate_times_(z, ctx.gate, grad_out, 1.0 / ctx.temperature, ctx.flush), *(None,) * (9 + len(addends))
+        return z
+
+    @staticmethod
+    def keep_gate(ctx) -> None:
+        """Compute and keep the gate now, before an addend changes in place (then the backward pass uses it)."""
+        if ctx.kept is None:
+            with torch.no_grad():
+                ctx.kept = gate_of_scaled_(SoftGateReLUAfterBatchNorm.recompute(ctx).mul_(1.0 / ctx.temperature),
+                                           ctx.gate, ctx.flush)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        refuse_create_graph()
+        none = (None,) * (9 + len(ctx.addends))
+        if ctx.kept is not None:
+            return grad_out * ctx.kept, *none
+        z = SoftGateReLUAfterBatchNorm.recompute(ctx)
+        return gate_times_(z, ctx.gate, grad_out, 1.0 / ctx.temperature, ctx.flush), *none
 
 
 class SoftGate(torch.autograd.Function):
