@@ -290,3 +290,25 @@ def test_an_addend_changed_after_the_forward_call_is_reported_clearly():
     kept[0].mul_(2)  # after the forward call, where no mode sees it
     with pytest.raises(RuntimeError, match="changed in place after the model's forward call"):
         out[:, 1].sum().backward()
+
+
+# -- 6. saving the model inside the block ---------------------------------------------------------------------------
+
+def test_torch_save_inside_soft_backward_saves_the_model_itself():
+    import io
+    import pickle
+
+    model, x = mlp(), x6()
+    with soft_backward(model):
+        buffer = io.BytesIO()
+        torch.save(model, buffer)
+        pickled = pickle.dumps(model)
+        inside = model(x)
+    buffer.seek(0)
+    for loaded in (torch.load(buffer, weights_only=False), pickle.loads(pickled)):
+        assert torch.equal(loaded(x), inside)
+        assert torch.equal(excitation_pullback(loaded, x, 1), excitation_pullback(model, x, 1))
+        assert torch.equal(vanilla_gradient(loaded, x, 1), vanilla_gradient(model, x, 1))
+        with soft_backward(loaded):  # and it saves again
+            pickle.dumps(loaded)
+    assert "forward" not in model.__dict__

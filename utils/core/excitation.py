@@ -114,6 +114,13 @@ class _Forward:
                     "to keep it")
         return out
 
+    def __reduce__(self):
+        """Pickled (``torch.save(model)``, ``pickle``, multiprocessing) as the model's own forward: what is saved is
+        the unpatched model. (Unpickled, the model's class ``forward`` is found on the model being rebuilt.)"""
+        if self.own is not _MISSING:
+            return _same, (self.own,)
+        return getattr, (self.model, "forward")
+
     def __deepcopy__(self, memo):
         copy = memo.get(id(self.model))
         if copy is None:  # the forward alone is copied: it stays this model's
@@ -121,6 +128,10 @@ class _Forward:
         if self.own is not _MISSING:
             return deepcopy(self.own, memo)
         return types.MethodType(type(self.model).forward, copy)
+
+
+def _same(value):
+    return value
 
 
 def _install(model: nn.Module) -> None:
