@@ -312,3 +312,56 @@ def test_torch_save_inside_soft_backward_saves_the_model_itself():
         with soft_backward(loaded):  # and it saves again
             pickle.dumps(loaded)
     assert "forward" not in model.__dict__
+
+
+# -- 4. a model's own forward hooks take the rules; no process-wide hooks (issue 28, item 5) ----------------------
+
+class PlusReLU(nn.Module):
+    def forward(self, o):
+        return o + F.relu(o)
+
+
+@pytest.mark.parametrize("where", ["forward_hook", "forward_pre_hook"])
+def test_a_relu_in_the_models_own_hook_takes_the_rule(where):
+    def head():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 8), nn.Linear(8, 3)).double().eval()
+
+    hooked, plain = head(), head()
+    if where == "forward_hook":
+        hooked[0].register_forward_hook(lambda m, args, out: F.relu(out))  # a ReLU inside a submodule's hook
+        hooked.register_forward_hook(lambda m, args, out: out + F.relu(out))
+        plain = nn.Sequential(plain[0], nn.ReLU(), plain[1], PlusReLU())
+    else:
+        hooked.register_forward_pre_hook(lambda m, args: (F.relu(args[0]),))
+        plain = nn.Sequential(nn.ReLU(), plain[0], plain[1])
+    x = x6() * 3
+    torch.testing.assert_close(hooked(x), plain(x), rtol=0, atol=0)
+    expected = excitation_pullback(plain, x, 1)
+    torch.testing.assert_close(excitation_pullback(hooked, x, 1), expected, rtol=1e-12, atol=1e-14)
+    assert not torch.allclose(expected, vanilla_gradient(hooked, x, 1))
+
+
+def test_an_unrelated_model_runs_no_code_of_ours_while_a_block_is_open():
+    import os
+    import sys
+
+    import utils.core
+
+    core = os.path.dirname(utils.core.__file__)
+    model, other, x = mlp(), mlp(1), x6()
+    ran = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.startswith(core):
+            ran.append(frame.f_code.co_name)
+
+    with soft_backward(model):
+        assert not nn.modules.module._global_forward_pre_hooks and not nn.modules.module._global_forward_hooks
+        sys.setprofile(profile)
+        try:
+            other(x.requires_grad_()).sum().backward()
+        finally:
+            sys.setprofile(None)
+    assert ran == []
+    assert not model._forward_hooks and not model._forward_pre_hooks and not model[0]._forward_pre_hooks

@@ -2,12 +2,13 @@
 
 The model's forward runs under :class:`~utils.core.mode.ExcitationMode`, an :class:`~utils.core.interception.Interceptor` that
 routes every call of a function some rule replaces (:mod:`utils.core.rules`) to that rule, one autograd node per
-call. The mode is pushed only while a patched model's forward runs, or one of its submodules is called directly
-inside the block, in the thread that runs it, with the settings that thread chose last for that model
-(:mod:`utils.core.settings`). Checkpointed parts, recomputed in the backward pass, take the settings of the call
+call. The mode is pushed only while a patched model is called (its forward hooks included) or its forward runs,
+or one of its submodules is called directly inside the block, in the thread that runs it, with the settings that
+thread chose last for that model (:mod:`utils.core.settings`). Only the model in hand is hooked: no process-wide
+hook, so another model's forward runs none of this code. Checkpointed parts, recomputed in the backward pass, take the settings of the call
 that made them (:mod:`utils.core.recompute`); a custom ``autograd.Function`` in the model is named (strict).
 
-Safe use: the forward wrapper is installed once per model, however many contexts (nested, or in several threads)
+Safe use: the forward wrapper and the hooks are installed once per model, however many contexts (nested, or in several threads)
 use it, and removed when the last one exits; each context only adds and removes its own entry on its thread's
 stack. So two threads get their own results, the innermost of nested contexts wins, and exits in any order leave
 the model exactly as it was.
@@ -99,10 +100,15 @@ class _Forward:
                                "compute the field with excitation_pullback (it takes a batch), or torch.autograd.grad "
                                "inside the block")
         since = torch._C._autograd._get_sequence_nr()
+        called = getattr(_local, "direct", None)
         _local.depth = getattr(_local, "depth", 0) + 1
         try:
-            with ExcitationMode(settings) as mode:
+            if called is not None and called[0] is self.model:  # its call's hook pushed the mode (hooks inside it)
+                mode = called[1]
                 out = self.eager(*args, **kwargs)
+            else:
+                with ExcitationMode(settings) as mode:
+                    out = self.eager(*args, **kwargs)
         finally:
             _local.depth -= 1
         mode.raise_deferred()
@@ -141,45 +147,33 @@ def _install(model: nn.Module) -> None:
             own = model.__dict__.get("forward", _MISSING)
             forward = _Forward(model, own)
             model.forward = forward
-            record = _installed[id(model)] = [own, 0, forward]
+            record = _installed[id(model)] = [own, 0, forward, _attach_hooks(model)]
         record[1] += 1
-        _direct_calls.acquire()
 
 
-class _DirectCalls:
-    """A submodule of a patched model called on its own inside the block (``clf.net(x)`` in ``soft_backward(clf)``),
-    not through the model's forward: while any ``soft_backward`` context is open, global module hooks push a mode
-    with this thread's settings for the model around such a call (the call's own submodules are inside it)."""
-
-    def __init__(self):
-        self.users, self.handles = 0, ()
-
-    def acquire(self):  # under _lock
-        self.users += 1
-        if self.users == 1:
-            self.handles = (nn.modules.module.register_module_forward_pre_hook(_enter_direct_call),
-                            nn.modules.module.register_module_forward_hook(_exit_direct_call, always_call=True))
-
-    def release(self):  # under _lock
-        self.users -= 1
-        if self.users == 0:
-            for handle in self.handles:
-                handle.remove()
-            self.handles = ()
+def _attach_hooks(model: nn.Module) -> list:
+    """Hooks on the model in hand and each of its submodules (never process-wide ones): a call of any of them from
+    outside its forward -- the model itself with its own forward hooks, or a submodule called on its own
+    (``clf.net(x)`` in ``soft_backward(clf)``) -- runs, hooks included, under a mode with this thread's settings for
+    the model. Ours run first among the pre-hooks and after the forward hooks registered before the block."""
+    handles = []
+    for module in {id(m): m for m in model.modules()}.values():
+        handles.append(module.register_forward_pre_hook(_enter_call, prepend=True))
+        handles.append(module.register_forward_hook(_exit_call, always_call=True))
+    return handles
 
 
-_direct_calls = _DirectCalls()
-
-
-def _enter_direct_call(module, args):
+def _enter_call(module, args):
     if getattr(_local, "depth", 0) or getattr(_local, "direct", None) is not None:
-        return  # inside a patched forward, or inside a directly called submodule already
+        return  # inside a patched forward, or inside a call that pushed a mode already
     for entry in reversed(_stack()):
         if id(module) in entry.members:
-            if module is entry.model or _excitation_mode_active():
-                return  # the model's own forward pushes the mode; a recomputation runs under one already
+            if _excitation_mode_active():
+                return  # a recomputation runs under one already
             if torch._C._current_graph_task_id() != -1:  # run again in a backward pass: save what the first run did
                 mode = ExcitationMode(entry.settings, recipes=False)
+            elif module is entry.model:  # the model's own call: a mode of its own, as its forward would push
+                mode = ExcitationMode(entry.settings)
             else:
                 if entry.direct_mode is None:  # one mode for the block, so that direct calls share recipes
                     entry.direct_mode = ExcitationMode(entry.settings)
@@ -189,12 +183,14 @@ def _enter_direct_call(module, args):
             return
 
 
-def _exit_direct_call(module, args, output):
+def _exit_call(module, args, output):
     current = getattr(_local, "direct", None)
     if current is not None and current[0] is module:
         _local.direct = None
         current[1].__exit__(None, None, None)
         current[1].raise_deferred()
+
+
 
 
 def _excitation_mode_active() -> bool:
@@ -213,13 +209,14 @@ def _dynamo_disable(fn):
 
 def _uninstall(model: nn.Module) -> None:
     with _lock:
-        _direct_calls.release()
         record = _installed[id(model)]
         record[1] -= 1
         if record[1]:
             return
         del _installed[id(model)]
-        own, _, wrapper = record
+        own, _, wrapper, handles = record
+        for handle in handles:
+            handle.remove()
         if model.__dict__.get("forward") is wrapper:
             if own is _MISSING:
                 del model.forward
@@ -260,9 +257,11 @@ def soft_backward(model: nn.Module, temperature: float = 0.3, gate="sigmoid", so
     Yields the same ``model`` object. Contexts nest (the innermost settings win, per thread) and may be used from
     several threads at once, each thread getting its own settings. When the last context on the model exits,
     normally or by exception, in any order, the model is exactly as it was: the override of ``forward`` (an
-    instance attribute) is removed; no module, parameter, buffer or hook is touched at any time.
+    instance attribute) and the block's own pre- and forward hooks on the model and its submodules are removed; no
+    parameter, buffer or other hook is touched at any time, and no process-wide hook is used.
 
-    Inside the block a submodule called on its own (``model.net(x)``) takes the rules too; a deep copy of the model
+    Inside the block the model's own forward hooks (and pre-hooks) take the rules too, as does a submodule called
+    on its own (``model.net(x)``), hooks included; a deep copy of the model
     is another, unpatched model. The backward pass is not differentiable: ``create_graph=True`` and ``torch.func``
     transforms through the block raise.
     """
