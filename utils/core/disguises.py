@@ -5,14 +5,16 @@ Recognised (forward: the call as made; backward: a rule's):
 - ReLU rule: ``clamp(z, min=0)`` (also ``clip``, ``clamp_min``, in place); ``maximum(z, 0)`` / ``max(z, 0)``;
   ``where(z > 0, z, 0)``, ``where(z >= 0, z, 0)``, ``where(z < 0, 0, z)``, ``where(z <= 0, 0, z)``;
   ``z * (z > 0)``, ``z * (z >= 0)`` (either order, in place, the mask also cast by ``float``, ``to``, ...);
-  ``threshold(z, 0, 0)``. A zero is a number, a one-element tensor, or a tensor made by ``zeros_like``,
+  ``threshold(z, 0, 0)``; ``z.masked_fill(z < 0, 0)`` (also ``<=``, in place); ``z + z.abs()`` (twice a ReLU, as in
+  ``(z + z.abs()) / 2``; either order, or ``z += z.abs()``). A zero is a number, a one-element tensor, or a tensor made by ``zeros_like``,
   ``zeros`` or ``new_zeros`` in the same forward call.
 - Hardtanh rule: ``clamp(z, lo, hi)`` with number bounds (ReLU6 is ``clamp(z, 0, 6)``), an absent bound being
   infinite; ``maximum(z, c)`` and ``minimum(z, c)`` for a one-element ``c``.
 
 Named as having no rule (strict raises; otherwise the exact backward): ``clamp`` with tensor bounds,
 ``maximum`` / ``minimum`` of two tensors, ``where`` and products whose mask compares ``z`` itself in another way
-(``where(z > 0, z, 0.1 * z)``, ``z * (z > 1)``), ``threshold`` at other values.
+(``where(z > 0, z, 0.1 * z)``, ``z * (z > 1)``, ``z.masked_fill(z > 0, 0)``), ``masked_fill`` by a mask that
+compares another tensor, ``threshold`` at other values. (Max and min reductions: :mod:`utils.core.reductions`.)
 """
 from __future__ import annotations
 

@@ -16,8 +16,9 @@ kind          backward                                                          
 relu          ``gate(z / T)`` instead of ``1[z > 0]``; also ``clamp(min=0)``,      ``temperature``             0.3
               ``maximum(z, 0)``, ``where(z > 0, z, 0)``, ``z * (z > 0)``, ...
 max_pool      softmax-pool gradient (``pool="soft"``) or with its weights held     ``pool_temperature``        "relu"
-              (``"detached"``); 2-D and adaptive 2-D pools. Off: also
-              ``pool="hard"``, ``soft_maxpool=False``
+              (``"detached"``); 2-D and adaptive 2-D pools, ``amax``,
+              ``max(z, dim)``, ``topk(z, 1)`` (min ones mirrored). Off:
+              also ``pool="hard"``, ``soft_maxpool=False``
 silu          ``sigmoid(z / T)``: ``z * sigmoid(z / T)`` with the gate held        ``silu_temperature``        1.6
 gelu          ``Phi(z / T)`` (standard normal CDF)                                 ``gelu_temperature``        1.0
 layer_norm    the layer norm's gradient with its mean and variance held            ``layer_norm``              "held"
