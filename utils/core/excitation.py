@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .interception import MAXPOOL2D_FUNCTIONS, RELU_FUNCTIONS  # noqa: F401  (public names)
+from . import torch_private as private
 from .mode import ExcitationMode, UnsupportedNonlinearityError, unsupported_modules  # noqa: F401
 from .recompute import inspect_graph
 from .settings import Settings, make_settings
@@ -65,11 +66,8 @@ def active_settings(model: nn.Module) -> Settings | None:
 
 def _compiled_original(model: nn.Module):
     """``model._orig_mod`` for a ``torch.compile``d module (run eagerly under the rules), else None."""
-    try:
-        from torch._dynamo.eval_frame import OptimizedModule
-    except ImportError:  # pragma: no cover
-        return None
-    return model._orig_mod if isinstance(model, OptimizedModule) else None
+    compiled = private.compiled_module_type()
+    return model._orig_mod if compiled is not None and isinstance(model, compiled) else None
 
 
 class _Forward:
@@ -85,7 +83,7 @@ class _Forward:
         eager = _compiled_original(model)
         self.eager = eager.forward if eager is not None else self.original
         # TorchDynamo cannot trace the interception: a compiled caller runs it eagerly (graph break).
-        self.run = _dynamo_disable(self._run)
+        self.run = private.dynamo_disable(self._run)
         functools.update_wrapper(self, self.original)
 
     def __call__(self, *args, **kwargs):
@@ -95,11 +93,11 @@ class _Forward:
         settings = active_settings(self.model)
         if settings is None:  # another thread's context, or none of this thread's
             return self.original(*args, **kwargs)
-        if torch._C._are_functorch_transforms_active():
+        if private.functorch_transforms_active():
             raise RuntimeError("torch.func transforms (grad, vmap, jacrev, ...) cannot run through soft_backward: "
                                "compute the field with excitation_pullback (it takes a batch), or torch.autograd.grad "
                                "inside the block")
-        since = torch._C._autograd._get_sequence_nr()
+        since = private.sequence_nr()
         called = getattr(_local, "direct", None)
         _local.depth = getattr(_local, "depth", 0) + 1
         try:
@@ -170,7 +168,7 @@ def _enter_call(module, args):
         if id(module) in entry.members:
             if _excitation_mode_active():
                 return  # a recomputation runs under one already
-            if torch._C._current_graph_task_id() != -1:  # run again in a backward pass: save what the first run did
+            if private.in_backward_pass():  # run again in a backward pass: save what the first run did
                 mode = ExcitationMode(entry.settings, recipes=False)
             elif module is entry.model:  # the model's own call: a mode of its own, as its forward would push
                 mode = ExcitationMode(entry.settings)
@@ -194,17 +192,8 @@ def _exit_call(module, args, output):
 
 
 def _excitation_mode_active() -> bool:
-    modes = torch.overrides._get_current_function_mode_stack()
+    modes = private.function_mode_stack()
     return bool(modes) and isinstance(modes[-1], ExcitationMode)
-
-
-def _dynamo_disable(fn):
-    try:
-        import torch._dynamo
-
-        return torch._dynamo.disable(fn, recursive=True)
-    except Exception:  # pragma: no cover - no dynamo
-        return fn
 
 
 def _uninstall(model: nn.Module) -> None:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import interception as calls
+from . import torch_private as private
 from .disguises import DisguisedReLUs
 from .interception import Interceptor
 from .recompute import checkpoint_frame, recompute_under
@@ -23,9 +24,6 @@ from .reductions import MaxReductions
 from .rules import RuleContext
 from .settings import Settings
 from .surrogates import AttentionValues, SoftGateReLUAfterBatchNorm
-
-
-_top_saved_tensors_hooks = torch._C._autograd._top_saved_tensors_default_hooks
 
 
 class UnsupportedNonlinearityError(TypeError):
@@ -128,7 +126,7 @@ class ExcitationMode(Interceptor, DisguisedReLUs, MaxReductions):
         return super().__torch_function__(func, types, args, kwargs)
 
     def _rule_call(self, apply, func, args, kwargs):
-        hooks = _top_saved_tensors_hooks(False)  # None unless a checkpoint (or other saved-tensor hooks) is active
+        hooks = private.top_saved_tensors_hooks()  # None unless a checkpoint (or other saved-tensor hooks) is active
         if hooks is not None or self.in_checkpoint:
             self._note_checkpoint(hooks)
         return apply(self.context, func, args, kwargs)

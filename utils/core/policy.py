@@ -23,7 +23,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+
+from .torch_private import dispatch_mode_type
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def count_operations(fn, *args, **kwargs) -> tuple[object, Counter]:
     forward and backward (views included: on a CPU what a GPU would launch, give or take the views)."""
     counter: Counter = Counter()
 
-    class Counting(TorchDispatchMode):
+    class Counting(dispatch_mode_type()):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             counter[str(func.overloadpacket)] += 1
             return func(*args, **(kwargs or {}))

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.nn.modules.utils import _pair
 
 from .policy import policy_for
+from .torch_private import pair
 from .surrogates import _exponent_floor, exp_flushed_, flush_tiny_, refuse_create_graph
 
 
@@ -36,7 +36,7 @@ def pad_for_windows(x: torch.Tensor, kernel_size, stride, padding, dilation, cei
     Padded slots hold a huge negative finite value: their softmax weight underflows to exactly 0
     and, unlike -inf, ``value * 0`` stays 0 (padding never wins a window, as in max_pool2d).
     """
-    k, s, p, d = _pair(kernel_size), _pair(stride if stride else kernel_size), _pair(padding), _pair(dilation)
+    k, s, p, d = pair(kernel_size), pair(stride if stride else kernel_size), pair(padding), pair(dilation)
     h, w = x.shape[-2:]
     out_h, top, bottom = pool_geometry(h, k[0], s[0], p[0], d[0], ceil_mode)
     out_w, left, right = pool_geometry(w, k[1], s[1], p[1], d[1], ceil_mode)
@@ -111,7 +111,7 @@ def softmax_pool2d_backward(x, hard, grad_out, pool, temperature: float, chunk: 
     ``"slices"`` (a strided slice per window slot into slot-major temporaries: faster on CPUs).
     """
     (h, w), (oh, ow) = x.shape[-2:], hard.shape[-2:]
-    kh, kw = _pair(pool[0])
+    kh, kw = pair(pool[0])
     planes, hard, grad_out = x.reshape(-1, 1, h, w), hard.reshape(-1, 1, oh, ow), grad_out.reshape(-1, 1, oh, ow)
     backward = {"unfold": _backward_unfold, "slices": _backward_slices}[gather]
     n = planes.shape[0]
@@ -127,7 +127,7 @@ def softmax_pool2d_backward(x, hard, grad_out, pool, temperature: float, chunk: 
 
 def _geometry(pool):
     kernel, stride, padding, dilation, ceil_mode = pool
-    return _pair(kernel), _pair(stride or kernel), _pair(padding), _pair(dilation), ceil_mode
+    return pair(kernel), pair(stride or kernel), pair(padding), pair(dilation), ceil_mode
 
 
 def _backward_unfold(x, hard, grad_out, pool, temperature: float, detached: bool, flush: bool, out=None):

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .excitation import soft_backward
+from . import torch_private as private
 from .gates import Gate
 from .surrogates import inputs_only
 
@@ -72,13 +73,13 @@ def _indices(target: Target, batch: int) -> tuple[torch.Tensor, list[int] | None
 
 def _check_range(t: torch.Tensor, values: list[int] | None, num_classes: int) -> None:
     """Indices read on the CPU are checked in Python; a tensor on a device is checked there without waiting for it
-    (``torch._assert_async``: out of range, the device stops with the message, as ``gather``'s own check would)."""
+    (:func:`~utils.core.torch_private.assert_on_device`: out of range, the device stops with the message, as ``gather``'s own check would)."""
     if values is not None:
         if any(v < 0 or v >= num_classes for v in values):
             raise IndexError(f"target {values} out of range for a model with {num_classes} classes")
     else:
-        torch._assert_async(((t >= 0) & (t < num_classes)).all(),
-                            f"target out of range for a model with {num_classes} classes")
+        private.assert_on_device(((t >= 0) & (t < num_classes)).all(),
+                                 f"target out of range for a model with {num_classes} classes")
 
 
 def _to_device(t: torch.Tensor, device) -> torch.Tensor:

@@ -39,11 +39,11 @@ from typing import Callable, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch.nn.modules.utils import _pair
 
 from . import interception as calls
 from .gates import Gate, check_temperature, get_gate, normal_cdf_gate, sigmoid_gate
 from .policy import policy_for
+from .torch_private import pair
 from .pooling import SoftMaxPool2d
 from .surrogates import (HeldLayerNorm, SoftGate, SoftGateReLU, SoftGateReLUAfterBatchNorm, StraightThrough,
                          flush_tiny_, gate_of_scaled_)
@@ -164,7 +164,7 @@ class MaxPoolRule(Rule):
 
     def _adaptive(self, ctx, func, args, kwargs):
         x = args[0]
-        size = _pair(calls.bound_argument(args, kwargs, 1, "output_size"))
+        size = pair(calls.bound_argument(args, kwargs, 1, "output_size"))
         if calls.bound_argument(args, kwargs, 2, "return_indices", False):
             return ctx.unsupported("adaptive_max_pool2d(return_indices=True)", func, args, kwargs)
         h, w = x.shape[-2:]

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import torch_private as private
 from .gates import Gate, is_sigmoid
 from .policy import policy_for
 
@@ -186,8 +187,7 @@ class SoftGateReLUAfterBatchNorm(torch.autograd.Function):
             raise RuntimeError("a tensor added to a batch norm's output before a ReLU was changed in place after the "
                                "model's forward call, so the ReLU's soft gate cannot be recomputed: change a copy "
                                "(or compute the backward pass before changing it)")
-        z = torch.ops.aten._native_batch_norm_legit_no_training(c, weight, bias, running_mean, running_var, 0.0,
-                                                                ctx.eps)[0]
+        z = private.batch_norm_no_training(c, weight, bias, running_mean, running_var, ctx.eps)
         for a, _ in ctx.addends:
             z.add_(a)
         return z
