@@ -45,7 +45,7 @@ class _Entry:
 
 _local = threading.local()
 _lock = threading.Lock()
-_installed: dict[int, list] = {}  # id(model) -> [own instance forward or _MISSING, number of contexts, wrapper]
+_installed: dict[int, list] = {}  # id(model) -> [own forward or _MISSING, contexts, wrapper, hooks, submodules hooked]
 _MISSING = object()
 
 
@@ -138,24 +138,28 @@ def _same(value):
     return value
 
 
-def _install(model: nn.Module) -> None:
+def _install(model: nn.Module, submodules: bool) -> None:
     with _lock:
         record = _installed.get(id(model))
         if record is None:
             own = model.__dict__.get("forward", _MISSING)
             forward = _Forward(model, own)
             model.forward = forward
-            record = _installed[id(model)] = [own, 0, forward, _attach_hooks(model)]
+            record = _installed[id(model)] = [own, 0, forward, _attach_hooks([model]), False]
+        if submodules and not record[4]:
+            record[3] += _attach_hooks([m for m in {id(m): m for m in model.modules()}.values() if m is not model])
+            record[4] = True
         record[1] += 1
 
 
-def _attach_hooks(model: nn.Module) -> list:
-    """Hooks on the model in hand and each of its submodules (never process-wide ones): a call of any of them from
-    outside its forward -- the model itself with its own forward hooks, or a submodule called on its own
-    (``clf.net(x)`` in ``soft_backward(clf)``) -- runs, hooks included, under a mode with this thread's settings for
-    the model. Ours run first among the pre-hooks and after the forward hooks registered before the block."""
+def _attach_hooks(modules: list) -> list:
+    """Hooks on the model in hand (and, for :func:`soft_backward`, each of its submodules; never process-wide
+    ones): a call of any of them from outside its forward -- the model itself with its own forward hooks, or a
+    submodule called on its own (``clf.net(x)`` in ``soft_backward(clf)``) -- runs, hooks included, under a mode
+    with this thread's settings for the model. Ours run first among the pre-hooks and after the forward hooks
+    registered before the block."""
     handles = []
-    for module in {id(m): m for m in model.modules()}.values():
+    for module in modules:
         handles.append(module.register_forward_pre_hook(_enter_call, prepend=True))
         handles.append(module.register_forward_hook(_exit_call, always_call=True))
     return handles
@@ -203,7 +207,7 @@ def _uninstall(model: nn.Module) -> None:
         if record[1]:
             return
         del _installed[id(model)]
-        own, _, wrapper, handles = record
+        own, _, wrapper, handles, _ = record
         for handle in handles:
             handle.remove()
         if model.__dict__.get("forward") is wrapper:
@@ -255,9 +259,17 @@ def soft_backward(model: nn.Module, temperature: float = 0.3, gate="sigmoid", so
     transforms through the block raise.
     """
     chosen = make_settings(temperature=temperature, gate=gate, soft_maxpool=soft_maxpool, **settings)
-    _check_model(model, chosen)
-    entry = _Entry(model, chosen)
-    _install(model)
+    with block(model, chosen):
+        yield model
+
+
+@contextlib.contextmanager
+def block(model: nn.Module, settings: Settings, submodules: bool = True):
+    """:func:`soft_backward` with ready ``settings``; ``submodules=False`` (a pullback, which calls only the model
+    itself) hooks the model alone, not each submodule for calls on their own."""
+    _check_model(model, settings)
+    entry = _Entry(model, settings)
+    _install(model, submodules)
     stack = _stack()
     stack.append(entry)
     try:

@@ -13,7 +13,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .excitation import soft_backward
+from .excitation import block
+from .settings import make_settings
 from . import torch_private as private
 from .gates import Gate
 from .surrogates import inputs_only
@@ -155,5 +156,5 @@ def excitation_pullback(model: nn.Module, x: torch.Tensor, target: Target, tempe
     Returns:
         Tensor shaped like ``x`` (same dtype and device).
     """
-    context = soft_backward(model, temperature=temperature, gate=gate, soft_maxpool=soft_maxpool, **settings)
-    return input_gradient(model, x, target, context)
+    chosen = make_settings(temperature=temperature, gate=gate, soft_maxpool=soft_maxpool, **settings)
+    return input_gradient(model, x, target, block(model, chosen, submodules=False))  # it calls only the model
