@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from torch.utils._python_dispatch import TorchDispatchMode
+from utils.core.torch_private import dispatch_mode_type
 
 
 def count_operations(fn, *args, **kwargs) -> tuple[object, Counter]:
@@ -12,7 +12,7 @@ def count_operations(fn, *args, **kwargs) -> tuple[object, Counter]:
     forward and backward (views included: on a CPU what a GPU would launch, give or take the views)."""
     counter: Counter = Counter()
 
-    class Counting(TorchDispatchMode):
+    class Counting(dispatch_mode_type()):  # torch's private name, checked in one place
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             counter[str(func.overloadpacket)] += 1
             return func(*args, **(kwargs or {}))

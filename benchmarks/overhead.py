@@ -55,11 +55,18 @@ RELU_NETS = ("resnet50", "vgg11_bn", "densenet121", "bundled")
 
 
 def plain(model, x, target):
+    """The yardstick: frozen parameters (no weight gradients), flags put back after, so that the other methods meet
+    the model as a user has it (parameters requiring grad)."""
+    flags = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
-    x = x.detach().clone().requires_grad_()
-    model(x)[:, target].sum().backward()
-    return x.grad
+    try:
+        x = x.detach().clone().requires_grad_()
+        model(x)[:, target].sum().backward()
+        return x.grad
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
 
 
 class SwappedReLU(nn.Module):

@@ -378,4 +378,4 @@ def test_a_rule_sees_only_its_context():
     torch.testing.assert_close(excitation_pullback(model, x, 1, rules={"relu": Watched()}),
                                excitation_pullback(model, x, 1))
     assert seen and all(type(ctx) is RuleContext for ctx in seen)
-    assert RuleContext._fields == ("recipe_of", "remember_attention", "unsupported")
+    assert RuleContext._fields == ("recipe_of", "remember_attention", "unsupported", "watch")

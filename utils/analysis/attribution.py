@@ -21,7 +21,7 @@ from captum.attr import (GuidedBackprop, GuidedGradCam, InputXGradient, Integrat
 from torch import nn
 
 from ..core.ascent import pullback_ascent
-from ..core.pullback import Target, as_targets, check_inputs, excitation_pullback, frozen, vanilla_gradient
+from ..core.pullback import Target, as_targets, check_inputs, excitation_pullback, vanilla_gradient
 
 Method = Callable[..., torch.Tensor]
 
@@ -64,10 +64,10 @@ def _targets(model: nn.Module, inputs: torch.Tensor, target: Target) -> torch.Te
 
 
 def _captum(method_cls, **call_kwargs) -> Method:
-    """A Captum attribution class as ``f(model, inputs, target)`` with frozen parameters."""
+    """A Captum attribution class as ``f(model, inputs, target)``."""
     def attribute(model, inputs, target, **kwargs):
         target = _targets(model, inputs, target)
-        with frozen(model), _quiet():
+        with _quiet():
             return method_cls(model).attribute(inputs.detach().clone(), target=target, **{**call_kwargs, **kwargs})
     attribute.__doc__ = f"Captum's {method_cls.__name__} ({call_kwargs or 'defaults'})."
     return attribute
@@ -77,7 +77,7 @@ def smoothgrad(model: nn.Module, inputs: torch.Tensor, target: Target, samples: 
                sigma: float = SMOOTHGRAD_SIGMA) -> torch.Tensor:
     """SmoothGrad (Smilkov et al., 2017): the signed gradient averaged over ``samples`` noisy copies, N(0, sigma^2)."""
     target = _targets(model, inputs, target)
-    with frozen(model), _quiet():
+    with _quiet():
         tunnel = NoiseTunnel(Saliency(model))
         return tunnel.attribute(inputs.detach().clone(), nt_type="smoothgrad", nt_samples=samples,
                                 nt_samples_batch_size=inputs.shape[0] * samples, stdevs=sigma, target=target,
@@ -87,7 +87,7 @@ def smoothgrad(model: nn.Module, inputs: torch.Tensor, target: Target, samples: 
 def integrated_gradients(model: nn.Module, inputs: torch.Tensor, target: Target, steps: int = 16) -> torch.Tensor:
     """Integrated Gradients (Sundararajan et al., 2017) from the all-zero (mid-grey) image, Gauss-Legendre ``steps``."""
     target = _targets(model, inputs, target)
-    with frozen(model), _quiet():
+    with _quiet():
         return IntegratedGradients(model).attribute(inputs.detach().clone(), baselines=0.0, target=target,
                                                     n_steps=steps, method="gausslegendre")
 
@@ -95,7 +95,7 @@ def integrated_gradients(model: nn.Module, inputs: torch.Tensor, target: Target,
 def gradcam(model: nn.Module, inputs: torch.Tensor, target: Target, layer: nn.Module | None = None) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al., 2017) upsampled bilinearly to the input size, spread evenly over channels."""
     target = _targets(model, inputs, target)
-    with frozen(model), _quiet():
+    with _quiet():
         cam = LayerGradCam(model, layer or gradcam_layer(model)).attribute(inputs.detach().clone(), target=target,
                                                                            relu_attributions=True)
     cam = LayerAttribution.interpolate(cam.detach(), tuple(inputs.shape[-2:]), interpolate_mode="bilinear")
@@ -107,7 +107,7 @@ def guided_gradcam(model: nn.Module, inputs: torch.Tensor, target: Target,
                    layer: nn.Module | None = None) -> torch.Tensor:
     """Guided Grad-CAM (Selvaraju et al., 2017): Guided Backprop times the upsampled Grad-CAM map."""
     target = _targets(model, inputs, target)
-    with frozen(model), _quiet():
+    with _quiet():
         return GuidedGradCam(model, layer or gradcam_layer(model)).attribute(inputs.detach().clone(), target=target)
 
 

@@ -19,7 +19,6 @@ from captum.metrics import infidelity as captum_infidelity
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from ..core.pullback import frozen
 from .stats import pearson
 
 
@@ -172,7 +171,7 @@ def infidelity(model: nn.Module, images: torch.Tensor, target: torch.Tensor, att
         (N,) infidelity (lower is better), in squared logit units.
     """
     perturb = noisy_baseline(sigma, torch.Generator().manual_seed(seed))
-    with frozen(model), torch.no_grad():
+    with torch.no_grad():
         # Captum wants whole copies of the batch per chunk, and no more than ``samples`` of them.
         per_chunk = images.shape[0] * max(1, min(samples, 64 // images.shape[0]))
         return captum_infidelity(model, perturb, images, attribution, target=target, n_perturb_samples=samples,

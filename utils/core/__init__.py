@@ -10,8 +10,9 @@
 - :mod:`.settings`: ``Settings`` (one rule per kind, strictness) and ``make_settings`` (the keywords).
 - :mod:`.interception`: ``Interceptor``, the one call-interception machinery, and the call families.
 - :mod:`.mode`: ``ExcitationMode``, the interceptor that routes one forward call's calls to the rules;
-  :mod:`.disguises`: ReLU-like calls written without ``relu``; :mod:`.recompute`: activation checkpoints and custom
-  ``autograd.Function``s.
+  :mod:`.disguises`: ReLU-like calls written without ``relu``; :mod:`.reductions`: max and min reductions (the
+  max-pool rule); :mod:`.recompute`: activation checkpoints and custom ``autograd.Function``s.
+- :mod:`.torch_private`: every private part of torch the core uses, with a version check and plain fallbacks.
 - :mod:`.excitation`: the ``soft_backward`` context (threads, nesting, compile, direct submodule calls, copies).
 - :mod:`.pullback`, :mod:`.ascent`: the vector fields and the ascent along them.
 - :mod:`.captum_attribution`: ``ExcitationPullback``, Captum's face of the pullback.

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .gates import Gate
+from .gates import Gate, as_number
 from .pullback import Target, check_inputs, excitation_pullback, vanilla_gradient
 from .settings import make_settings
 
@@ -57,13 +58,15 @@ def pullback_ascent(model: nn.Module, x: torch.Tensor, target: Target, steps: in
             with this method and these settings: the first step uses it instead of a backward pass.
 
     Returns:
-        Perturbed images (N, C, H, W) in [-1, 1], or the trajectory (see ``return_trajectory``).
+        Perturbed images (N, C, H, W) in [-1, 1], or the trajectory (see ``return_trajectory``); a new tensor
+        that shares no memory with ``x`` (also for ``steps=0``).
     """
     check_inputs(x)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if int(steps) != steps or steps < 0:
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Real) or int(steps) != steps or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    alpha, eps = as_number(alpha, "alpha"), as_number(eps, "eps")
     if not (0 < alpha < math.inf and eps > 0):  # (an infinite eps is no ball: unconstrained ascent)
         raise ValueError(f"alpha must be a finite number > 0 and eps a number > 0 (inf for no ball), "
                          f"got alpha={alpha!r}, eps={eps!r}")
@@ -85,4 +88,6 @@ def pullback_ascent(model: nn.Module, x: torch.Tensor, target: Target, steps: in
         current = project_l2(ascent_step(current, step, alpha), origin, eps).clamp(-1.0, 1.0)
         if return_trajectory:
             trajectory.append(current)
-    return torch.stack(trajectory) if return_trajectory else current
+    if return_trajectory:
+        return torch.stack(trajectory)  # a new tensor
+    return current if current is not origin else origin.clone()  # never the caller's own storage (steps=0)

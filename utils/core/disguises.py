@@ -5,14 +5,16 @@ Recognised (forward: the call as made; backward: a rule's):
 - ReLU rule: ``clamp(z, min=0)`` (also ``clip``, ``clamp_min``, in place); ``maximum(z, 0)`` / ``max(z, 0)``;
   ``where(z > 0, z, 0)``, ``where(z >= 0, z, 0)``, ``where(z < 0, 0, z)``, ``where(z <= 0, 0, z)``;
   ``z * (z > 0)``, ``z * (z >= 0)`` (either order, in place, the mask also cast by ``float``, ``to``, ...);
-  ``threshold(z, 0, 0)``. A zero is a number, a one-element tensor, or a tensor made by ``zeros_like``,
+  ``threshold(z, 0, 0)``; ``z.masked_fill(z < 0, 0)`` (also ``<=``, in place); ``z + z.abs()`` (twice a ReLU, as in
+  ``(z + z.abs()) / 2``; either order, or ``z += z.abs()``). A zero is a number, a one-element tensor, or a tensor made by ``zeros_like``,
   ``zeros`` or ``new_zeros`` in the same forward call.
 - Hardtanh rule: ``clamp(z, lo, hi)`` with number bounds (ReLU6 is ``clamp(z, 0, 6)``), an absent bound being
   infinite; ``maximum(z, c)`` and ``minimum(z, c)`` for a one-element ``c``.
 
 Named as having no rule (strict raises; otherwise the exact backward): ``clamp`` with tensor bounds,
 ``maximum`` / ``minimum`` of two tensors, ``where`` and products whose mask compares ``z`` itself in another way
-(``where(z > 0, z, 0.1 * z)``, ``z * (z > 1)``), ``threshold`` at other values.
+(``where(z > 0, z, 0.1 * z)``, ``z * (z > 1)``, ``z.masked_fill(z > 0, 0)``), ``masked_fill`` by a mask that
+compares another tensor, ``threshold`` at other values. (Max and min reductions: :mod:`utils.core.reductions`.)
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import torch
 from . import interception as calls
 
 _KEPT = 4  # recent comparisons and zero tensors remembered
+_REDUCING = (torch.max, torch.Tensor.max, torch.min, torch.Tensor.min)  # also reductions (of one tensor)
 
 
 def _remember(notes: dict, key: torch.Tensor, note: tuple) -> None:
@@ -49,6 +52,8 @@ class DisguisedReLUs:
         handlers.update({fn: self._zeros for fn in calls.ZEROS_FUNCTIONS})
         handlers.update({fn: self._cast for fn in calls.CAST_FUNCTIONS})
         handlers.update({fn: self._threshold for fn in calls.THRESHOLD_FUNCTIONS})
+        handlers.update({fn: self._masked_fill for fn in calls.MASKED_FILL_FUNCTIONS})
+        handlers.update({fn: self._abs for fn in calls.ABS_FUNCTIONS})
         return handlers
 
     # -- what the arguments are ------------------------------------------------------------------------------------
@@ -96,8 +101,8 @@ class DisguisedReLUs:
         return out
 
     # -- the spellings -----------------------------------------------------------------------------------------------
-    def _relu(self, z, run, inplace):
-        return self.relu.disguised(z, run, inplace) if self.relu is not None else run(z)
+    def _relu(self, z, run, inplace, scale=1.0):
+        return self.relu.disguised(z, run, inplace, scale) if self.relu is not None else run(z)
 
     def _hardtanh(self, z, run, inplace, lo, hi):
         return self.hardtanh.disguised(z, run, inplace, lo, hi) if self.hardtanh is not None else run(z)
@@ -126,8 +131,10 @@ class DisguisedReLUs:
         return self._hardtanh(z, run, inplace, -math.inf if lo is None else lo, math.inf if hi is None else hi)
 
     def _maximum(self, func, args, kwargs):
+        if func in _REDUCING and "other" not in kwargs and not (len(args) == 2 and isinstance(args[1], torch.Tensor)):
+            return self.reduce(func, args, kwargs, 1.0 if func in calls.MAXIMUM_FUNCTIONS else -1.0)  # max(z, dim)
         if len(args) != 2 or kwargs or not isinstance(args[1], torch.Tensor):
-            return func(*args, **kwargs)  # a reduction (max(z), max(z, dim)), or an out= call
+            return func(*args, **kwargs)  # an out= call
         upper = func in calls.MAXIMUM_FUNCTIONS
         for z, c, swap in ((args[0], args[1], False), (args[1], args[0], True)):
             if _grad_tensor(z) and not c.requires_grad and torch.broadcast_shapes(z.shape, c.shape) == z.shape:
@@ -179,3 +186,37 @@ class DisguisedReLUs:
             inplace = calls.THRESHOLD_FUNCTIONS[func] or bool(calls.bound_argument(args, kwargs, 3, "inplace", False))
             return self._relu(z, lambda t: func(t, *args[1:], **kwargs), inplace)
         return self.unsupported(f"threshold({threshold!r}, {value!r})", func, args, kwargs)
+
+    def _masked_fill(self, func, args, kwargs):
+        z, mask = args[0], calls.bound_argument(args, kwargs, 1, "mask")
+        found = self._mask(mask)
+        if found is None or not _grad_tensor(z):
+            return func(*args, **kwargs)
+        value = calls.bound_argument(args, kwargs, 2, "value")
+        if found[0] is not z:  # a hard gate of z by another tensor's sign
+            return self.unsupported("masked_fill by a mask comparing another tensor", func, args, kwargs)
+        _, op, c = found
+        if op in ("<", "<=") and c == 0 and self._number(value) == 0 and mask.shape == z.shape:
+            return self._relu(z, lambda t: func(t, *args[1:], **kwargs), calls.MASKED_FILL_FUNCTIONS[func])
+        return self.unsupported(f"masked_fill(z {op} {c!r}, {value!r})", func, args, kwargs)
+
+    def _abs(self, func, args, kwargs):
+        out = func(*args, **kwargs)
+        z = args[0]
+        if _grad_tensor(z) and isinstance(out, torch.Tensor) and out is not z:
+            _remember(self.absolutes, out, (out, out._version, z, z._version))
+        return out
+
+    def abs_sum(self, func, args, kwargs, inplace: bool):
+        """``z + z.abs()`` (either order; ``z += z.abs()``) as twice a ReLU; None if the sum is not one."""
+        if len(args) != 2 or kwargs or not self.absolutes:
+            return None
+        for z, a, swap in ((args[0], args[1], False), (args[1], args[0], True)):
+            note = self.absolutes.get(id(a)) if isinstance(a, torch.Tensor) else None
+            if note is None or note[0] is not a or a._version != note[1] or note[2] is not z or z._version != note[3]:
+                continue
+            if inplace and swap:
+                return self.unsupported("z.abs() += z (in place on the absolute value)", func, args, kwargs)
+            run = (lambda t: func(a, t)) if swap else (lambda t: func(t, a))
+            return self._relu(z, run, inplace, 2.0)
+        return None

@@ -2,12 +2,13 @@
 
 The model's forward runs under :class:`~utils.core.mode.ExcitationMode`, an :class:`~utils.core.interception.Interceptor` that
 routes every call of a function some rule replaces (:mod:`utils.core.rules`) to that rule, one autograd node per
-call. The mode is pushed only while a patched model's forward runs, or one of its submodules is called directly
-inside the block, in the thread that runs it, with the settings that thread chose last for that model
-(:mod:`utils.core.settings`). Checkpointed parts, recomputed in the backward pass, take the settings of the call
+call. The mode is pushed only while a patched model is called (its forward hooks included) or its forward runs,
+or one of its submodules is called directly inside the block, in the thread that runs it, with the settings that
+thread chose last for that model (:mod:`utils.core.settings`). Only the model in hand is hooked: no process-wide
+hook, so another model's forward runs none of this code. Checkpointed parts, recomputed in the backward pass, take the settings of the call
 that made them (:mod:`utils.core.recompute`); a custom ``autograd.Function`` in the model is named (strict).
 
-Safe use: the forward wrapper is installed once per model, however many contexts (nested, or in several threads)
+Safe use: the forward wrapper and the hooks are installed once per model, however many contexts (nested, or in several threads)
 use it, and removed when the last one exits; each context only adds and removes its own entry on its thread's
 stack. So two threads get their own results, the innermost of nested contexts wins, and exits in any order leave
 the model exactly as it was.
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from .interception import MAXPOOL2D_FUNCTIONS, RELU_FUNCTIONS  # noqa: F401  (public names)
+from . import torch_private as private
 from .mode import ExcitationMode, UnsupportedNonlinearityError, unsupported_modules  # noqa: F401
 from .recompute import inspect_graph
 from .settings import Settings, make_settings
@@ -43,7 +45,7 @@ class _Entry:
 
 _local = threading.local()
 _lock = threading.Lock()
-_installed: dict[int, list] = {}  # id(model) -> [own instance forward or _MISSING, number of contexts, wrapper]
+_installed: dict[int, list] = {}  # id(model) -> [own forward or _MISSING, contexts, wrapper, hooks, submodules hooked]
 _MISSING = object()
 
 
@@ -64,11 +66,8 @@ def active_settings(model: nn.Module) -> Settings | None:
 
 def _compiled_original(model: nn.Module):
     """``model._orig_mod`` for a ``torch.compile``d module (run eagerly under the rules), else None."""
-    try:
-        from torch._dynamo.eval_frame import OptimizedModule
-    except ImportError:  # pragma: no cover
-        return None
-    return model._orig_mod if isinstance(model, OptimizedModule) else None
+    compiled = private.compiled_module_type()
+    return model._orig_mod if compiled is not None and isinstance(model, compiled) else None
 
 
 class _Forward:
@@ -84,7 +83,7 @@ class _Forward:
         eager = _compiled_original(model)
         self.eager = eager.forward if eager is not None else self.original
         # TorchDynamo cannot trace the interception: a compiled caller runs it eagerly (graph break).
-        self.run = _dynamo_disable(self._run)
+        self.run = private.dynamo_disable(self._run)
         functools.update_wrapper(self, self.original)
 
     def __call__(self, *args, **kwargs):
@@ -94,15 +93,20 @@ class _Forward:
         settings = active_settings(self.model)
         if settings is None:  # another thread's context, or none of this thread's
             return self.original(*args, **kwargs)
-        if torch._C._are_functorch_transforms_active():
+        if private.functorch_transforms_active():
             raise RuntimeError("torch.func transforms (grad, vmap, jacrev, ...) cannot run through soft_backward: "
                                "compute the field with excitation_pullback (it takes a batch), or torch.autograd.grad "
                                "inside the block")
-        since = torch._C._autograd._get_sequence_nr()
+        since = private.sequence_nr()
+        called = getattr(_local, "direct", None)
         _local.depth = getattr(_local, "depth", 0) + 1
         try:
-            with ExcitationMode(settings) as mode:
+            if called is not None and called[0] is self.model:  # its call's hook pushed the mode (hooks inside it)
+                mode = called[1]
                 out = self.eager(*args, **kwargs)
+            else:
+                with ExcitationMode(settings) as mode:
+                    out = self.eager(*args, **kwargs)
         finally:
             _local.depth -= 1
         mode.raise_deferred()
@@ -114,6 +118,13 @@ class _Forward:
                     "to keep it")
         return out
 
+    def __reduce__(self):
+        """Pickled (``torch.save(model)``, ``pickle``, multiprocessing) as the model's own forward: what is saved is
+        the unpatched model. (Unpickled, the model's class ``forward`` is found on the model being rebuilt.)"""
+        if self.own is not _MISSING:
+            return _same, (self.own,)
+        return getattr, (self.model, "forward")
+
     def __deepcopy__(self, memo):
         copy = memo.get(id(self.model))
         if copy is None:  # the forward alone is copied: it stays this model's
@@ -123,52 +134,48 @@ class _Forward:
         return types.MethodType(type(self.model).forward, copy)
 
 
-def _install(model: nn.Module) -> None:
+def _same(value):
+    return value
+
+
+def _install(model: nn.Module, submodules: bool) -> None:
     with _lock:
         record = _installed.get(id(model))
         if record is None:
             own = model.__dict__.get("forward", _MISSING)
             forward = _Forward(model, own)
             model.forward = forward
-            record = _installed[id(model)] = [own, 0, forward]
+            record = _installed[id(model)] = [own, 0, forward, _attach_hooks([model]), False]
+        if submodules and not record[4]:
+            record[3] += _attach_hooks([m for m in {id(m): m for m in model.modules()}.values() if m is not model])
+            record[4] = True
         record[1] += 1
-        _direct_calls.acquire()
 
 
-class _DirectCalls:
-    """A submodule of a patched model called on its own inside the block (``clf.net(x)`` in ``soft_backward(clf)``),
-    not through the model's forward: while any ``soft_backward`` context is open, global module hooks push a mode
-    with this thread's settings for the model around such a call (the call's own submodules are inside it)."""
-
-    def __init__(self):
-        self.users, self.handles = 0, ()
-
-    def acquire(self):  # under _lock
-        self.users += 1
-        if self.users == 1:
-            self.handles = (nn.modules.module.register_module_forward_pre_hook(_enter_direct_call),
-                            nn.modules.module.register_module_forward_hook(_exit_direct_call, always_call=True))
-
-    def release(self):  # under _lock
-        self.users -= 1
-        if self.users == 0:
-            for handle in self.handles:
-                handle.remove()
-            self.handles = ()
+def _attach_hooks(modules: list) -> list:
+    """Hooks on the model in hand (and, for :func:`soft_backward`, each of its submodules; never process-wide
+    ones): a call of any of them from outside its forward -- the model itself with its own forward hooks, or a
+    submodule called on its own (``clf.net(x)`` in ``soft_backward(clf)``) -- runs, hooks included, under a mode
+    with this thread's settings for the model. Ours run first among the pre-hooks and after the forward hooks
+    registered before the block."""
+    handles = []
+    for module in modules:
+        handles.append(module.register_forward_pre_hook(_enter_call, prepend=True))
+        handles.append(module.register_forward_hook(_exit_call, always_call=True))
+    return handles
 
 
-_direct_calls = _DirectCalls()
-
-
-def _enter_direct_call(module, args):
+def _enter_call(module, args):
     if getattr(_local, "depth", 0) or getattr(_local, "direct", None) is not None:
-        return  # inside a patched forward, or inside a directly called submodule already
+        return  # inside a patched forward, or inside a call that pushed a mode already
     for entry in reversed(_stack()):
         if id(module) in entry.members:
-            if module is entry.model or _excitation_mode_active():
-                return  # the model's own forward pushes the mode; a recomputation runs under one already
-            if torch._C._current_graph_task_id() != -1:  # run again in a backward pass: save what the first run did
+            if _excitation_mode_active():
+                return  # a recomputation runs under one already
+            if private.in_backward_pass():  # run again in a backward pass: save what the first run did
                 mode = ExcitationMode(entry.settings, recipes=False)
+            elif module is entry.model:  # the model's own call: a mode of its own, as its forward would push
+                mode = ExcitationMode(entry.settings)
             else:
                 if entry.direct_mode is None:  # one mode for the block, so that direct calls share recipes
                     entry.direct_mode = ExcitationMode(entry.settings)
@@ -178,7 +185,7 @@ def _enter_direct_call(module, args):
             return
 
 
-def _exit_direct_call(module, args, output):
+def _exit_call(module, args, output):
     current = getattr(_local, "direct", None)
     if current is not None and current[0] is module:
         _local.direct = None
@@ -186,29 +193,23 @@ def _exit_direct_call(module, args, output):
         current[1].raise_deferred()
 
 
+
+
 def _excitation_mode_active() -> bool:
-    modes = torch.overrides._get_current_function_mode_stack()
+    modes = private.function_mode_stack()
     return bool(modes) and isinstance(modes[-1], ExcitationMode)
-
-
-def _dynamo_disable(fn):
-    try:
-        import torch._dynamo
-
-        return torch._dynamo.disable(fn, recursive=True)
-    except Exception:  # pragma: no cover - no dynamo
-        return fn
 
 
 def _uninstall(model: nn.Module) -> None:
     with _lock:
-        _direct_calls.release()
         record = _installed[id(model)]
         record[1] -= 1
         if record[1]:
             return
         del _installed[id(model)]
-        own, _, wrapper = record
+        own, _, wrapper, handles, _ = record
+        for handle in handles:
+            handle.remove()
         if model.__dict__.get("forward") is wrapper:
             if own is _MISSING:
                 del model.forward
@@ -249,16 +250,26 @@ def soft_backward(model: nn.Module, temperature: float = 0.3, gate="sigmoid", so
     Yields the same ``model`` object. Contexts nest (the innermost settings win, per thread) and may be used from
     several threads at once, each thread getting its own settings. When the last context on the model exits,
     normally or by exception, in any order, the model is exactly as it was: the override of ``forward`` (an
-    instance attribute) is removed; no module, parameter, buffer or hook is touched at any time.
+    instance attribute) and the block's own pre- and forward hooks on the model and its submodules are removed; no
+    parameter, buffer or other hook is touched at any time, and no process-wide hook is used.
 
-    Inside the block a submodule called on its own (``model.net(x)``) takes the rules too; a deep copy of the model
+    Inside the block the model's own forward hooks (and pre-hooks) take the rules too, as does a submodule called
+    on its own (``model.net(x)``), hooks included; a deep copy of the model
     is another, unpatched model. The backward pass is not differentiable: ``create_graph=True`` and ``torch.func``
     transforms through the block raise.
     """
     chosen = make_settings(temperature=temperature, gate=gate, soft_maxpool=soft_maxpool, **settings)
-    _check_model(model, chosen)
-    entry = _Entry(model, chosen)
-    _install(model)
+    with block(model, chosen):
+        yield model
+
+
+@contextlib.contextmanager
+def block(model: nn.Module, settings: Settings, submodules: bool = True):
+    """:func:`soft_backward` with ready ``settings``; ``submodules=False`` (a pullback, which calls only the model
+    itself) hooks the model alone, not each submodule for calls on their own."""
+    _check_model(model, settings)
+    entry = _Entry(model, settings)
+    _install(model, submodules)
     stack = _stack()
     stack.append(entry)
     try:

@@ -7,6 +7,7 @@ gradient.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable
 
 import torch
@@ -62,11 +63,24 @@ def get_gate(gate: str | Gate) -> Gate:
 
 
 def check_temperature(temperature: float, name: str = "temperature") -> float:
-    """``temperature`` as a float, or a ValueError unless it is finite and > 0."""
-    value = float(temperature)
+    """``temperature`` as a float: a number (or a one-element tensor) that is finite and > 0; else a TypeError
+    (a bool, a string, a tensor of several elements) or a ValueError naming ``name``."""
+    value = as_number(temperature, name)
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a finite number > 0, got {temperature!r}")
     return value
+
+
+def as_number(value, name: str) -> float:
+    """``value`` as a float if it is a real number or a one-element real tensor, not a bool; else a TypeError
+    naming ``name`` (``True`` is not 1.0 here: a flag passed in a number's place is a mistake)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name} must be a number, got a tensor of {value.numel()} elements ({value.dtype})")
+        return float(value.item())
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    return float(value)
 
 
 def soft_gate(z: torch.Tensor, temperature: float = 0.3, gate: str | Gate = "sigmoid") -> torch.Tensor:

@@ -41,6 +41,14 @@ CLAMP_MIN_FUNCTIONS = (torch.clamp_min, torch.Tensor.clamp_min, torch.Tensor.cla
 CLAMP_MAX_FUNCTIONS = (torch.clamp_max, torch.Tensor.clamp_max, torch.Tensor.clamp_max_, torch.clamp_max_)
 MAXIMUM_FUNCTIONS = (torch.maximum, torch.Tensor.maximum, torch.max, torch.Tensor.max, torch.fmax, torch.Tensor.fmax)
 MINIMUM_FUNCTIONS = (torch.minimum, torch.Tensor.minimum, torch.min, torch.Tensor.min, torch.fmin, torch.Tensor.fmin)
+AMAX_FUNCTIONS = (torch.amax, torch.Tensor.amax)
+AMIN_FUNCTIONS = (torch.amin, torch.Tensor.amin)
+TOPK_FUNCTIONS = (torch.topk, torch.Tensor.topk)
+ORDER_STATISTIC_FUNCTIONS = tuple(getattr(owner, name) for name in (
+    "sort", "msort", "kthvalue", "median", "nanmedian", "mode", "quantile", "nanquantile", "cummax", "cummin",
+    "aminmax") for owner in (torch, torch.Tensor) if hasattr(owner, name))
+"""Reductions that pick elements by order: a max over some dimensions (amax, max / min with a dim, topk(1)) is a
+max-pool; the others have no rule."""
 WHERE_FUNCTIONS = (torch.where, torch.Tensor.where)
 COMPARE_FUNCTIONS = {
     **dict.fromkeys((torch.gt, torch.Tensor.gt, torch.Tensor.__gt__, torch.greater, torch.Tensor.greater), ">"),
@@ -57,6 +65,10 @@ MUL_FUNCTIONS = {torch.mul: False, torch.Tensor.mul: False, torch.Tensor.__mul__
 ZEROS_FUNCTIONS = (torch.zeros_like, torch.zeros, torch.Tensor.new_zeros)
 CAST_FUNCTIONS = (torch.Tensor.float, torch.Tensor.double, torch.Tensor.half, torch.Tensor.bfloat16, torch.Tensor.to,
                   torch.Tensor.type_as, torch.Tensor.type)
+MASKED_FILL_FUNCTIONS = {torch.masked_fill: False, torch.Tensor.masked_fill: False, torch.Tensor.masked_fill_: True}
+"""``z.masked_fill(z < 0, 0)`` is a ReLU in disguise."""
+ABS_FUNCTIONS = (torch.abs, torch.Tensor.abs, torch.absolute, torch.Tensor.absolute, torch.Tensor.__abs__)
+"""``z + z.abs()`` is twice a ReLU in disguise."""
 THRESHOLD_FUNCTIONS = {F.threshold: False, F.threshold_: True}
 MHA_FUNCTIONS = (F.multi_head_attention_forward,)
 """``nn.MultiheadAttention``'s function: the mode sees this call, not the ``scaled_dot_product_attention`` inside it

@@ -16,15 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import interception as calls
+from . import torch_private as private
 from .disguises import DisguisedReLUs
 from .interception import Interceptor
 from .recompute import checkpoint_frame, recompute_under
+from .reductions import MaxReductions
 from .rules import RuleContext
 from .settings import Settings
-from .surrogates import AttentionValues
-
-
-_top_saved_tensors_hooks = torch._C._autograd._top_saved_tensors_default_hooks
+from .surrogates import AttentionValues, SoftGateReLUAfterBatchNorm
 
 
 class UnsupportedNonlinearityError(TypeError):
@@ -66,7 +65,18 @@ _INPLACE_ADDS = (torch.Tensor.__iadd__, torch.Tensor.add_)
 _ADDS = (*_INPLACE_ADDS, torch.Tensor.__add__, torch.Tensor.add, torch.add)
 
 
-class ExcitationMode(Interceptor, DisguisedReLUs):
+_IN_PLACE_OPERATORS = {"__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__", "__ipow__",
+                       "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__", "__imatmul__", "__setitem__"}
+
+
+def _writes_in_place(func, kwargs) -> bool:
+    """Whether a call writes into its first tensor (``add_``, ``+=``, ``x[i] = v``, ``inplace=True``) or ``out=``."""
+    name = getattr(func, "__name__", "")
+    return ((name.endswith("_") and not name.endswith("__")) or name in _IN_PLACE_OPERATORS
+            or bool(kwargs and (kwargs.get("inplace") is True or "out" in kwargs)))
+
+
+class ExcitationMode(Interceptor, DisguisedReLUs, MaxReductions):
     """Routes the calls each rule of ``settings`` replaces to that rule; one instance per forward call.
 
     Besides the rules, it keeps two kinds of short-lived notes on recent outputs (valid while their version
@@ -90,6 +100,7 @@ class ExcitationMode(Interceptor, DisguisedReLUs):
             handlers[F.batch_norm] = self._batch_norm
             handlers.update({fn: self._add for fn in _ADDS})
         handlers.update(self.disguise_handlers())
+        handlers.update(self.reduction_handlers())
         if settings.rule("attention") is not None:
             handlers.update({fn: self._matmul for fn in calls.MATMUL_FUNCTIONS})
             handlers.update({fn: self._dropout for fn in calls.DROPOUT_FUNCTIONS})
@@ -101,12 +112,21 @@ class ExcitationMode(Interceptor, DisguisedReLUs):
         self.attention: dict[int, tuple] = {}  # id of recent attention weights -> (weights, version, logits, T)
         self.masks: dict[int, tuple] = {}  # id of a recent ``z > c`` -> (mask, version, z, z's version, ">", c)
         self.zeros: dict[int, tuple] = {}  # id of a recent ``zeros_like(...)`` -> (tensor, version)
+        self.absolutes: dict[int, tuple] = {}  # id of a recent ``z.abs()`` -> (it, version, z, z's version)
         self.use_recipes, self.in_checkpoint, self.last_pack_hook = recipes, False, None
         self.deferred: UnsupportedNonlinearityError | None = None
-        self.context = RuleContext(self.recipe_of, self.remember_attention, self.unsupported)
+        self.watched: list[tuple] = []  # (addend, its version, node): residual addends of recomputed gates
+        self.context = RuleContext(self.recipe_of, self.remember_attention, self.unsupported, self.watch)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.watched and args and _writes_in_place(func, kwargs):
+            written = kwargs["out"] if kwargs and "out" in kwargs else args[0]
+            if isinstance(written, torch.Tensor):
+                self._before_write(written)
+        return super().__torch_function__(func, types, args, kwargs)
 
     def _rule_call(self, apply, func, args, kwargs):
-        hooks = _top_saved_tensors_hooks(False)  # None unless a checkpoint (or other saved-tensor hooks) is active
+        hooks = private.top_saved_tensors_hooks()  # None unless a checkpoint (or other saved-tensor hooks) is active
         if hooks is not None or self.in_checkpoint:
             self._note_checkpoint(hooks)
         return apply(self.context, func, args, kwargs)
@@ -138,6 +158,9 @@ class ExcitationMode(Interceptor, DisguisedReLUs):
         return out
 
     def _add(self, func, args, kwargs):
+        twice_relu = self.abs_sum(func, args, kwargs, func in _INPLACE_ADDS)
+        if twice_relu is not None:
+            return twice_relu
         extended = None  # (recipe of the batch-norm side, addend), looked up before an in-place add changes it
         if len(args) == 2 and not kwargs and all(isinstance(a, torch.Tensor) for a in args):
             # an out-of-place sum may have the batch norm on either side, an in-place one only on the left
@@ -179,6 +202,25 @@ class ExcitationMode(Interceptor, DisguisedReLUs):
         recipe = self._valid_recipe(z)
         self.recipes.pop(id(z), None)
         return recipe
+
+    def watch(self, addends: tuple, out: torch.Tensor) -> None:
+        node = out.grad_fn
+        if node is not None:
+            self.watched.extend((a, a._version, node) for a in addends)
+
+    def _before_write(self, written: torch.Tensor) -> None:
+        """An in-place call is about to write ``written``: a recomputed gate whose addend shares its memory is
+        computed now, while the addend still holds what was added (autograd's plain sum saves nothing to break)."""
+        storage = written.untyped_storage().data_ptr()
+        kept = []
+        for a, version, node in self.watched:
+            if a._version != version:
+                continue  # changed already (its node kept its gate then)
+            if a.untyped_storage().data_ptr() == storage:
+                SoftGateReLUAfterBatchNorm.keep_gate(node)
+            else:
+                kept.append((a, version, node))
+        self.watched = kept
 
     # -- attention weights ---------------------------------------------------------------------------------------
     def remember_attention(self, weights: torch.Tensor, logits: torch.Tensor, temperature: float) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.nn.modules.utils import _pair
 
 from .policy import policy_for
+from .torch_private import pair
 from .surrogates import _exponent_floor, exp_flushed_, flush_tiny_, refuse_create_graph
 
 
@@ -36,7 +36,7 @@ def pad_for_windows(x: torch.Tensor, kernel_size, stride, padding, dilation, cei
     Padded slots hold a huge negative finite value: their softmax weight underflows to exactly 0
     and, unlike -inf, ``value * 0`` stays 0 (padding never wins a window, as in max_pool2d).
     """
-    k, s, p, d = _pair(kernel_size), _pair(stride if stride else kernel_size), _pair(padding), _pair(dilation)
+    k, s, p, d = pair(kernel_size), pair(stride if stride else kernel_size), pair(padding), pair(dilation)
     h, w = x.shape[-2:]
     out_h, top, bottom = pool_geometry(h, k[0], s[0], p[0], d[0], ceil_mode)
     out_w, left, right = pool_geometry(w, k[1], s[1], p[1], d[1], ceil_mode)
@@ -111,7 +111,7 @@ def softmax_pool2d_backward(x, hard, grad_out, pool, temperature: float, chunk: 
     ``"slices"`` (a strided slice per window slot into slot-major temporaries: faster on CPUs).
     """
     (h, w), (oh, ow) = x.shape[-2:], hard.shape[-2:]
-    kh, kw = _pair(pool[0])
+    kh, kw = pair(pool[0])
     planes, hard, grad_out = x.reshape(-1, 1, h, w), hard.reshape(-1, 1, oh, ow), grad_out.reshape(-1, 1, oh, ow)
     backward = {"unfold": _backward_unfold, "slices": _backward_slices}[gather]
     n = planes.shape[0]
@@ -127,7 +127,7 @@ def softmax_pool2d_backward(x, hard, grad_out, pool, temperature: float, chunk: 
 
 def _geometry(pool):
     kernel, stride, padding, dilation, ceil_mode = pool
-    return _pair(kernel), _pair(stride or kernel), _pair(padding), _pair(dilation), ceil_mode
+    return pair(kernel), pair(stride or kernel), pair(padding), pair(dilation), ceil_mode
 
 
 def _backward_unfold(x, hard, grad_out, pool, temperature: float, detached: bool, flush: bool, out=None):
@@ -208,3 +208,38 @@ def _tiles(t: torch.Tensor, kernel, out_size) -> torch.Tensor:
     """View of ``t`` (P, 1, H, W) as (P, 1, H_out, kh, W_out, kw): window (i, j), slot (a, b) at [..., i, a, j, b]."""
     (kh, kw), (oh, ow) = kernel, out_size
     return t[..., :oh * kh, :ow * kw].unflatten(-1, (ow, kw)).unflatten(-3, (oh, kh))
+
+
+class SoftMaxReduce(torch.autograd.Function):
+    """A hard max (or min) reduction over ``dims`` (``amax``, ``max(dim)``, ``topk(1)``, ...), its forward ``run(x)``
+    bit for bit; backward the softmax pool's over the same elements, as :class:`SoftMaxPool2d` for a window that
+    covers ``dims`` (``amax(dim=(2, 3))`` back-propagates like ``AdaptiveMaxPool2d(1)``). A min reduction is the
+    mirror image, ``min(x) = -max(-x)``: weights ``softmax(-x / T)``. ``run`` returns the values, or a tuple whose
+    first item is the values (the rest, indices, are not differentiable)."""
+
+    @staticmethod
+    def forward(ctx, x, run, dims: tuple, keepdim: bool, temperature: float, detached: bool, sign: float):
+        out = run(x)
+        values = out if isinstance(out, torch.Tensor) else out[0]
+        ctx.save_for_backward(x, values)
+        ctx.dims, ctx.keepdim, ctx.temperature, ctx.detached, ctx.sign = dims, keepdim, temperature, detached, sign
+        if isinstance(out, torch.Tensor):
+            return out
+        ctx.mark_non_differentiable(*out[1:])
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, grad_values, *unused):
+        refuse_create_graph()
+        x, values = ctx.saved_tensors
+        if not ctx.keepdim:
+            for d in sorted(ctx.dims):
+                values, grad_values = values.unsqueeze(d), grad_values.unsqueeze(d)
+        u = (x - values).mul_(ctx.sign / ctx.temperature)  # (x - max) / T <= 0, mirrored for a min
+        e = exp_flushed_(u.clone())
+        total = e.sum(ctx.dims, keepdim=True)
+        if ctx.detached:
+            return e.mul_(grad_values / total), None, None, None, None, None, None
+        r = (u * e).sum(ctx.dims, keepdim=True).div_(total)  # (p - max) / T
+        grad = e.mul_(u.sub_(r).add_(1.0)).mul_(grad_values / total)  # s_k (1 + (x_k - p) / T) g
+        return grad, None, None, None, None, None, None

@@ -1,61 +1,26 @@
 """Input-space vector fields of a classifier: the excitation pullback and the vanilla gradient.
 
 Both follow Captum's convention: ``f(model, inputs, target)`` returns a tensor shaped like
-``inputs``. Neither computes parameter gradients nor leaves ``.grad`` or ``requires_grad`` changes
-on the model or the input.
+``inputs``. Neither computes parameter gradients nor changes ``.grad`` or ``requires_grad`` on the model or the
+input, not even for the length of the call: another thread may train the same model meanwhile.
 """
 from __future__ import annotations
 
 import contextlib
-import threading
 import warnings
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from .excitation import soft_backward
+from .excitation import block
+from .settings import make_settings
+from . import torch_private as private
 from .gates import Gate
+from .surrogates import inputs_only
 
 Target = int | Sequence[int] | torch.Tensor
 _TRAIN_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
-
-
-_frozen: dict[int, list] = {}  # id(parameter) -> [parameter, its own requires_grad, number of blocks holding it]
-_frozen_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def frozen(model: nn.Module):
-    """Parameters set to ``requires_grad=False`` for the block, restored after (no parameter grads are built).
-
-    Blocks may overlap (threads, shared parameters): the first to freeze a parameter keeps its flag and the last
-    to leave restores it, so the flags come back as they were before the first block."""
-    params = list({id(p): p for p in model.parameters()}.values())
-    with _frozen_lock:
-        for p in params:
-            held = _frozen.get(id(p))
-            if held is None:
-                _frozen[id(p)] = [p, p.requires_grad, 1]
-                p.requires_grad_(False)
-            else:
-                held[2] += 1
-    try:
-        yield model
-    finally:
-        with _frozen_lock:
-            for p in params:
-                held = _frozen[id(p)]
-                held[2] -= 1
-                if held[2] == 0:
-                    del _frozen[id(p)]
-                    _restore_flag(p, held[1])
-
-
-def _restore_flag(p: nn.Parameter, flag: bool) -> None:
-    # an inference tensor (a model made under torch.inference_mode()) takes requires_grad=True only there
-    with torch.inference_mode() if flag and p.is_inference() else contextlib.nullcontext():
-        p.requires_grad_(flag)
 
 
 def check_inputs(x: torch.Tensor) -> None:
@@ -91,7 +56,12 @@ def _indices(target: Target, batch: int) -> tuple[torch.Tensor, list[int] | None
     when they are on the CPU (read now, so that the range check after the forward pass waits for no device)."""
     if target is None:
         raise TypeError("target is required: the class whose logit to explain, an int or one index per sample")
-    t = torch.as_tensor(target)
+    if isinstance(target, (str, bytes)):
+        raise TypeError(f"target must be an int class index or one per sample, got the string {target!r}")
+    try:
+        t = torch.as_tensor(target)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"target must be an int class index or one per sample, got {target!r} ({error})") from None
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
     t = t.long()
@@ -104,13 +74,13 @@ def _indices(target: Target, batch: int) -> tuple[torch.Tensor, list[int] | None
 
 def _check_range(t: torch.Tensor, values: list[int] | None, num_classes: int) -> None:
     """Indices read on the CPU are checked in Python; a tensor on a device is checked there without waiting for it
-    (``torch._assert_async``: out of range, the device stops with the message, as ``gather``'s own check would)."""
+    (:func:`~utils.core.torch_private.assert_on_device`: out of range, the device stops with the message, as ``gather``'s own check would)."""
     if values is not None:
         if any(v < 0 or v >= num_classes for v in values):
             raise IndexError(f"target {values} out of range for a model with {num_classes} classes")
     else:
-        torch._assert_async(((t >= 0) & (t < num_classes)).all(),
-                            f"target out of range for a model with {num_classes} classes")
+        private.assert_on_device(((t >= 0) & (t < num_classes)).all(),
+                                 f"target out of range for a model with {num_classes} classes")
 
 
 def _to_device(t: torch.Tensor, device) -> torch.Tensor:
@@ -140,7 +110,9 @@ def input_gradient(model: nn.Module, x: torch.Tensor, target: Target, context=No
     leaf = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)  # an inference tensor: a copy
     indices, values = _indices(target, x.shape[0])
     t = _to_device(indices, x.device)  # before the forward pass: no host-device synchronisation in the pullback
-    with torch.enable_grad(), frozen(model), (context or contextlib.nullcontext()):
+    # gradients for ``leaf`` alone, from autograd.grad's pruning (and inputs_only for our own Functions): the
+    # parameters' requires_grad, which other threads using the model see, is never changed
+    with torch.enable_grad(), inputs_only(), (context or contextlib.nullcontext()):
         logits = logits_of(model, leaf)
         _check_range(t, values, logits.shape[1])
         (grad,) = torch.autograd.grad(logits.gather(1, t.to(logits.device)[:, None]).sum(), leaf)
@@ -184,5 +156,5 @@ def excitation_pullback(model: nn.Module, x: torch.Tensor, target: Target, tempe
     Returns:
         Tensor shaped like ``x`` (same dtype and device).
     """
-    context = soft_backward(model, temperature=temperature, gate=gate, soft_maxpool=soft_maxpool, **settings)
-    return input_gradient(model, x, target, context)
+    chosen = make_settings(temperature=temperature, gate=gate, soft_maxpool=soft_maxpool, **settings)
+    return input_gradient(model, x, target, block(model, chosen, submodules=False))  # it calls only the model

@@ -20,21 +20,24 @@ from __future__ import annotations
 from typing import Callable, ContextManager
 
 import torch
-from torch.autograd.function import BackwardCFunction
 from torch.utils._pytree import tree_leaves
-from torch.utils.checkpoint import CheckpointFunction, _CheckpointFrame
+
+from . import torch_private as private
 
 MakeMode = Callable[[], ContextManager]
 
 
-def checkpoint_frame(pack_hook) -> _CheckpointFrame | None:
+def checkpoint_frame(pack_hook):
     """The frame of the non-reentrant checkpoint whose saved-tensor pack hook is ``pack_hook``, else None."""
+    frame_type = private.checkpoint_frame_type()
+    if frame_type is None:
+        return None
     for cell in getattr(pack_hook, "__closure__", None) or ():
         try:
             value = cell.cell_contents
         except ValueError:  # an empty cell
             continue
-        if isinstance(value, _CheckpointFrame):
+        if isinstance(value, frame_type):
             return value
     return None
 
@@ -52,7 +55,7 @@ def _under(fn: Callable, make_mode: MakeMode) -> Callable:
     return run
 
 
-def recompute_under(frame: _CheckpointFrame, make_mode: MakeMode) -> None:
+def recompute_under(frame, make_mode: MakeMode) -> None:
     """Make a non-reentrant checkpoint recompute under ``make_mode()``."""
     frame.recompute_fn = _under(frame.recompute_fn, make_mode)
 
@@ -64,21 +67,25 @@ def _is_known(cls) -> bool:
     return cls.__module__.startswith(_OURS) or cls.__module__.split(".")[0] == "torch"
 
 
-def inspect_graph(outputs, since: int, make_mode: MakeMode) -> list[str]:
+def inspect_graph(outputs, since: int | None, make_mode: MakeMode) -> list[str]:
     """Walk the autograd nodes reachable from ``outputs`` (any nesting of tensors) made in this thread since sequence
-    number ``since`` (``torch._C._autograd._get_sequence_nr()`` before the forward call): every reentrant checkpoint
-    among them recomputes under ``make_mode()``; returns the names of the custom ``autograd.Function``s found."""
+    number ``since`` (:func:`~utils.core.torch_private.sequence_nr` before the forward call; None: all of them):
+    every reentrant checkpoint among them recomputes under ``make_mode()``; returns the names of the custom
+    ``autograd.Function``s found (none on a torch whose Function nodes cannot be told apart)."""
+    node_type, checkpoint_type = private.python_function_node_type(), private.checkpoint_function_type()
+    if node_type is None:
+        return []
     stack = [t.grad_fn for t in tree_leaves(outputs) if isinstance(t, torch.Tensor) and t.grad_fn is not None]
     seen, custom = set(), set()
     while stack:
         node = stack.pop()
         key = id(node)  # (the graph keeps every node alive during the walk: ids are not reused)
-        if key in seen or node._sequence_nr() < since:  # seen, or made before this forward call
+        if key in seen or (since is not None and node._sequence_nr() < since):  # seen, or made before this call
             continue
         seen.add(key)
-        if isinstance(node, BackwardCFunction):  # a Python autograd.Function
+        if isinstance(node, node_type):  # a Python autograd.Function
             cls = node._forward_cls
-            if cls is CheckpointFunction:
+            if cls is checkpoint_type:
                 node.run_function = _under(node.run_function, make_mode)
             elif not _is_known(cls):
                 custom.add(f"{cls.__qualname__} (a custom torch.autograd.Function)")

@@ -16,8 +16,9 @@ kind          backward                                                          
 relu          ``gate(z / T)`` instead of ``1[z > 0]``; also ``clamp(min=0)``,      ``temperature``             0.3
               ``maximum(z, 0)``, ``where(z > 0, z, 0)``, ``z * (z > 0)``, ...
 max_pool      softmax-pool gradient (``pool="soft"``) or with its weights held     ``pool_temperature``        "relu"
-              (``"detached"``); 2-D and adaptive 2-D pools. Off: also
-              ``pool="hard"``, ``soft_maxpool=False``
+              (``"detached"``); 2-D and adaptive 2-D pools, ``amax``,
+              ``max(z, dim)``, ``topk(z, 1)`` (min ones mirrored). Off:
+              also ``pool="hard"``, ``soft_maxpool=False``
 silu          ``sigmoid(z / T)``: ``z * sigmoid(z / T)`` with the gate held        ``silu_temperature``        1.6
 gelu          ``Phi(z / T)`` (standard normal CDF)                                 ``gelu_temperature``        1.0
 layer_norm    the layer norm's gradient with its mean and variance held            ``layer_norm``              "held"
@@ -38,11 +39,11 @@ from typing import Callable, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch.nn.modules.utils import _pair
 
 from . import interception as calls
 from .gates import Gate, check_temperature, get_gate, normal_cdf_gate, sigmoid_gate
 from .policy import policy_for
+from .torch_private import pair
 from .pooling import SoftMaxPool2d
 from .surrogates import (HeldLayerNorm, SoftGate, SoftGateReLU, SoftGateReLUAfterBatchNorm, StraightThrough,
                          flush_tiny_, gate_of_scaled_)
@@ -64,6 +65,9 @@ class RuleContext(NamedTuple):
     """``(weights, logits, T)``: ``weights`` are ``softmax(logits)``, so that ``weights @ V`` takes the rule too."""
     unsupported: Callable[[str, Callable, tuple, dict], object]
     """``(name, func, args, kwargs)``: a call the rule cannot soften; runs it as it is (strict: names it)."""
+    watch: Callable[[tuple, torch.Tensor], None]
+    """``(addends, out)``: ``out`` came from a recipe with these addends; before one of them changes in place, the
+    mode has ``out``'s node keep its gate (:meth:`~utils.core.surrogates.SoftGateReLUAfterBatchNorm.keep_gate`)."""
 
 
 class Rule:
@@ -107,14 +111,20 @@ class ReLURule(Rule):
         recipe = ctx.recipe_of(z)
         if recipe is not None:
             bn = recipe.batch_norm
-            return SoftGateReLUAfterBatchNorm.apply(
+            out = SoftGateReLUAfterBatchNorm.apply(
                 z, bn["input"], bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], float(bn["eps"]),
                 self.temperature, self.gate, inplace, *recipe.addends)
+            if recipe.addends:
+                ctx.watch(recipe.addends, out)
+            return out
         return SoftGateReLU.apply(z, self.temperature, self.gate, inplace)
 
-    def disguised(self, z: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor], inplace: bool):
-        """A ReLU written another way (``clamp(min=0)``, ...): its own forward ``run(z)``, the ReLU rule's backward."""
-        return SoftGate.apply(z, run, scaled_gate(self.gate, self.temperature), inplace)
+    def disguised(self, z: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor], inplace: bool,
+                  scale: float = 1.0):
+        """A ReLU written another way (``clamp(min=0)``, ...): its own forward ``run(z)``, the ReLU rule's backward;
+        ``scale`` times a ReLU (``z + z.abs()`` is twice one) takes ``scale`` times the gate."""
+        gate = scaled_gate(self.gate, self.temperature)
+        return SoftGate.apply(z, run, gate if scale == 1.0 else (lambda t: gate(t).mul_(scale)), inplace)
 
 
 _POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
@@ -154,7 +164,7 @@ class MaxPoolRule(Rule):
 
     def _adaptive(self, ctx, func, args, kwargs):
         x = args[0]
-        size = _pair(calls.bound_argument(args, kwargs, 1, "output_size"))
+        size = pair(calls.bound_argument(args, kwargs, 1, "output_size"))
         if calls.bound_argument(args, kwargs, 2, "return_indices", False):
             return ctx.unsupported("adaptive_max_pool2d(return_indices=True)", func, args, kwargs)
         h, w = x.shape[-2:]

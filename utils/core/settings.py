@@ -78,6 +78,8 @@ def make_settings(temperature: float | None = 0.3, gate: str | Gate = "sigmoid",
         if not isinstance(settings, Settings):
             raise TypeError(f"settings must be a Settings (make_settings(...)), got {type(settings).__name__}")
         return settings
+    if not isinstance(strict, bool) and (isinstance(strict, str) or strict not in (0, 1)):
+        raise TypeError(f"strict must be True or False, got {strict!r}")
     relu_t = _temperature(temperature, "temperature")
     if pool not in ("soft", "detached", OFF_ALIASES["pool"]):
         raise ValueError(f"pool must be one of ('soft', 'detached', 'hard'), got {pool!r}")

@@ -7,11 +7,15 @@ their backward passes is itself differentiable (:func:`refuse_create_graph`).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from . import torch_private as private
 from .gates import Gate, is_sigmoid
 from .policy import policy_for
 
@@ -89,6 +93,29 @@ def gate_times_(u: torch.Tensor, gate: Gate, grad: torch.Tensor, beta: float = 1
     return gate_of_scaled_(u.mul_(beta) if beta != 1.0 else u, gate, flush).mul_(grad)
 
 
+_inputs_only: contextvars.ContextVar[bool] = contextvars.ContextVar("inputs_only", default=False)
+
+
+@contextlib.contextmanager
+def inputs_only():
+    """Within the block (this thread only), the surrogates made by forward calls compute no gradient for an
+    ``nn.Parameter``: a pullback wants the input's alone. Built-in autograd nodes need no such note:
+    ``torch.autograd.grad(out, inputs)`` already skips what does not lead to ``inputs``. Nothing shared with other
+    threads changes (parameters keep their ``requires_grad``), so a training step beside it is unaffected."""
+    token = _inputs_only.set(True)
+    try:
+        yield
+    finally:
+        _inputs_only.reset(token)
+
+
+def wanted_grads(tensors, needs) -> tuple[bool, ...]:
+    """``needs`` (a Function's ``needs_input_grad`` for ``tensors``), parameters dropped inside :func:`inputs_only`."""
+    if not _inputs_only.get():
+        return tuple(needs)
+    return tuple(bool(n) and not isinstance(t, nn.Parameter) for t, n in zip(tensors, needs))
+
+
 def refuse_create_graph() -> None:
     """Raise in a backward run with ``create_graph=True``: the gates are constants of the graph, so a second
     derivative would be silently wrong."""
@@ -136,26 +163,51 @@ class SoftGateReLUAfterBatchNorm(torch.autograd.Function):
     the same gate, up to rounding in the last bit, without the activation-sized tensor :class:`SoftGateReLU` keeps
     per call; the 1 / T goes into the fused gate-times-gradient (:func:`gate_times_`), so the backward is two or
     three tensor operations, however large the batch.
-    Saved tensors are version-checked by autograd: an in-place change to any of them raises, never misleads.
+    The batch norm's tensors are saved as the plain batch norm saves them (version-checked by autograd: changed in
+    place, they raise as they would for the plain gradient). The addends are not saved by a plain sum, so a model
+    may change one in place after the sum: :meth:`keep_gate` (the mode calls it just before such a change)
+    computes the gate while it still can, as :class:`SoftGateReLU` would have; a change made after the forward
+    call, which no mode sees, is reported in the backward pass.
     """
 
     @staticmethod
     def forward(ctx, z, c, running_mean, running_var, weight, bias, eps: float, temperature: float, gate: Gate,
                 inplace: bool, *addends):
-        ctx.save_for_backward(c, running_mean, running_var, weight, bias, *addends)
-        ctx.eps, ctx.temperature, ctx.gate = eps, temperature, gate
+        ctx.save_for_backward(c, running_mean, running_var, weight, bias)
+        ctx.addends = tuple((a, a._version) for a in addends)  # inputs, not outputs: no reference cycle
+        ctx.eps, ctx.temperature, ctx.gate, ctx.kept = eps, temperature, gate, None
         ctx.flush = policy_for(z.device).flush_subnormals
         return _relu(ctx, z, inplace)
 
     @staticmethod
+    def recompute(ctx) -> torch.Tensor:
+        """``z``, recomputed from the saved batch norm's tensors and the addends (which must be unchanged)."""
+        c, running_mean, running_var, weight, bias = ctx.saved_tensors
+        if any(a._version != version for a, version in ctx.addends):
+            raise RuntimeError("a tensor added to a batch norm's output before a ReLU was changed in place after the "
+                               "model's forward call, so the ReLU's soft gate cannot be recomputed: change a copy "
+                               "(or compute the backward pass before changing it)")
+        z = private.batch_norm_no_training(c, weight, bias, running_mean, running_var, ctx.eps)
+        for a, _ in ctx.addends:
+            z.add_(a)
+        return z
+
+    @staticmethod
+    def keep_gate(ctx) -> None:
+        """Compute and keep the gate now, before an addend changes in place (then the backward pass uses it)."""
+        if ctx.kept is None:
+            with torch.no_grad():
+                ctx.kept = gate_of_scaled_(SoftGateReLUAfterBatchNorm.recompute(ctx).mul_(1.0 / ctx.temperature),
+                                           ctx.gate, ctx.flush)
+
+    @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         refuse_create_graph()
-        c, running_mean, running_var, weight, bias, *addends = ctx.saved_tensors
-        z = torch.ops.aten._native_batch_norm_legit_no_training(c, weight, bias, running_mean, running_var, 0.0,
-                                                                ctx.eps)[0]
-        for a in addends:
-            z.add_(a)
-        return gate_times_(z, ctx.gate, grad_out, 1.0 / ctx.temperature, ctx.flush), *(None,) * (9 + len(addends))
+        none = (None,) * (9 + len(ctx.addends))
+        if ctx.kept is not None:
+            return grad_out * ctx.kept, *none
+        z = SoftGateReLUAfterBatchNorm.recompute(ctx)
+        return gate_times_(z, ctx.gate, grad_out, 1.0 / ctx.temperature, ctx.flush), *none
 
 
 class SoftGate(torch.autograd.Function):
@@ -187,6 +239,7 @@ class StraightThrough(torch.autograd.Function):
     @staticmethod
     def forward(ctx, exact, stand_in, *tensors):
         ctx.stand_in = stand_in
+        ctx.wanted = wanted_grads(tensors, ctx.needs_input_grad[2:])
         ctx.save_for_backward(*tensors)
         return exact(*tensors)
 
@@ -194,7 +247,7 @@ class StraightThrough(torch.autograd.Function):
     def backward(ctx, *grads):
         refuse_create_graph()
         saved = ctx.saved_tensors
-        needs = ctx.needs_input_grad[2:]
+        needs = ctx.wanted
         with torch.enable_grad():
             leaves = [t.detach().requires_grad_(n) if t is not None else None for t, n in zip(saved, needs)]
             wanted = [t for t, n in zip(leaves, needs) if n and t is not None]
@@ -243,6 +296,7 @@ class HeldLayerNorm(torch.autograd.Function):
     def forward(ctx, x, weight, bias, shape, eps: float):
         ctx.save_for_backward(x, weight)
         ctx.shape, ctx.eps, ctx.has_bias = tuple(shape), eps, bias is not None
+        ctx.wanted = wanted_grads((x, weight, bias), ctx.needs_input_grad[:3])
         return F.layer_norm(x, shape, weight, bias, eps)
 
     @staticmethod
@@ -253,8 +307,8 @@ class HeldLayerNorm(torch.autograd.Function):
         var, mean = torch.var_mean(x, dims, correction=0, keepdim=True)
         rstd = (var + ctx.eps).rsqrt_()
         scaled = grad_out * weight if weight is not None else grad_out
-        grad_x = scaled * rstd if ctx.needs_input_grad[0] else None
+        grad_x = scaled * rstd if ctx.wanted[0] else None
         lead = tuple(range(x.dim() - len(ctx.shape)))
-        grad_w = (grad_out * (x - mean) * rstd).sum(lead) if weight is not None and ctx.needs_input_grad[1] else None
-        grad_b = grad_out.sum(lead) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        grad_w = (grad_out * (x - mean) * rstd).sum(lead) if weight is not None and ctx.wanted[1] else None
+        grad_b = grad_out.sum(lead) if ctx.has_bias and ctx.wanted[2] else None
         return grad_x, grad_w, grad_b, None, None

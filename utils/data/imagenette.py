@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -121,33 +122,65 @@ def load_image(source: str | os.PathLike | bytes, size: int = 224) -> torch.Tens
     return to_unit_range(resize_center(read_rgb(source), size))
 
 
-def read_rgb(source: str | os.PathLike | bytes) -> torch.Tensor:
+MAX_PIXELS = 50_000_000
+"""The largest image :func:`read_rgb` decodes, in pixels (width x height): a 50-megapixel photo, e.g. 8,660 x
+5,773. Decoding takes about 20 bytes per pixel at its peak (1 GB here); a larger file, upload or path alike, is
+refused from its header, before any pixel is decoded. Pass ``max_pixels`` to allow more."""
+
+
+def read_rgb(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """An image file (its path, or its bytes, e.g. an upload) as uint8 RGB (3, H, W), decoded by Pillow.
 
-    The image comes upright, as a photo viewer shows it (its EXIF orientation applied), and a 16-bit grey
-    image (Pillow modes ``I;16*`` and ``I``) is scaled to 8 bits, ``round(v / 257)``, where Pillow's own
-    conversion would clip every value above 255 to white.
+    The image comes upright, as a photo viewer shows it (its EXIF orientation applied); a 16-bit grey image
+    (Pillow modes ``I;16*`` and ``I``) is scaled to 8 bits, ``round(v / 257)``, where Pillow's own conversion
+    would clip every value above 255 to white; a float image (mode ``F``) with values in [0, 1] is scaled by 255,
+    one in [0, 255] taken as 8-bit levels (rounded), where Pillow would clip [0, 1] to black.
 
     Raises:
-        OSError: the file is missing, truncated or not an image; the message names the file.
+        OSError: the file is missing, truncated, not an image, larger than ``max_pixels`` (default
+            :data:`MAX_PIXELS`, checked before decoding), or a float image with values outside [0, 255]; the
+            message names the file.
     """
     raw = isinstance(source, (bytes, bytearray, memoryview))
     name = f"uploaded image ({len(source)} bytes)" if raw else os.fspath(source)
     try:
-        with Image.open(io.BytesIO(bytes(source)) if raw else source) as image:
-            return _upright_rgb(image)
-    except (OSError, SyntaxError, ValueError) as error:  # PIL raises all three for broken files
+        with warnings.catch_warnings():  # Pillow's bomb warning: the limit below is ours, and lower
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(bytes(source)) if raw else source) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise _TooLarge(f"{width} x {height} = {width * height:,} pixels is more than the "
+                                    f"{max_pixels:,} read_rgb decodes (max_pixels)")
+                return _upright_rgb(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # PIL raises all of them
         kind = FileNotFoundError if isinstance(error, FileNotFoundError) else OSError
-        raise kind(f"could not read image {name}: {type(error).__name__}: {error}") from error
+        reason = str(error) if isinstance(error, _TooLarge) else f"{type(error).__name__}: {error}"
+        raise kind(f"could not read image {name}: {reason}") from error
+
+
+class _TooLarge(ValueError):
+    """An image over the pixel limit (reported as an OSError naming the file)."""
 
 
 def _upright_rgb(image: Image.Image) -> torch.Tensor:
     """A decoded Pillow image as uint8 RGB (3, H, W): EXIF orientation applied, 16-bit grey rounded to 8 bits."""
     image = ImageOps.exif_transpose(image)
+    if image.mode == "F":  # 32-bit float grey
+        return _float_grey(np.asarray(image, dtype=np.float64))
     if image.mode.startswith("I"):  # integer grey, e.g. a 16-bit PNG: "I;16", "I;16B", or "I" in older Pillow
         grey = torch.from_numpy(np.asarray(image).astype(np.int64)).clamp(0, 65535)
         return ((grey + 128) // 257).to(torch.uint8).expand(3, *grey.shape).contiguous()
     return TF.pil_to_tensor(image.convert("RGB"))
+
+
+def _float_grey(values: np.ndarray) -> torch.Tensor:
+    """Float grey levels as uint8 RGB (3, H, W): [0, 1] scaled by 255, else [0, 255] as they are; others refused."""
+    if not np.isfinite(values).all() or values.min(initial=0.0) < 0 or values.max(initial=0.0) > 255:
+        raise ValueError(f"a float image needs values in [0, 1] or [0, 255], got [{values.min():g}, {values.max():g}]")
+    if values.max(initial=0.0) <= 1.0:
+        values = values * 255.0
+    grey = torch.from_numpy(np.rint(values)).to(torch.uint8)
+    return grey.expand(3, *grey.shape).contiguous()
 
 
 def resize_center(image: torch.Tensor, size: int) -> torch.Tensor:

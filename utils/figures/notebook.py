@@ -1,4 +1,5 @@
-"""Keeping the executed notebook light: no widget state, no widget or progress-bar outputs, no machine paths.
+"""Keeping the executed notebook light (no widget state, no widget or progress-bar outputs, no machine paths) and
+its metadata as JupyterLab writes it.
 
 ``python -m utils.figures.notebook pullbacks.ipynb`` cleans a notebook in place after ``nbconvert
 --execute`` (``make figures`` runs it) and warns, naming the cells, if an output still shows a path of this
@@ -17,12 +18,16 @@ import nbformat
 from ..paths import REPO
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+"""The kernel metadata JupyterLab writes when it opens the notebook (ipykernel's spec): committed as it is, so that
+opening the notebook does not mark it modified (``nbconvert --execute`` writes ``"Python 3"``)."""
 
 
 def clean(notebook: nbformat.NotebookNode) -> int:
     """Drop the widget state and every output that only shows a widget (a static copy of a live control or a
     progress bar); returns how many outputs were dropped."""
     notebook.metadata.pop("widgets", None)
+    notebook.metadata["kernelspec"] = dict(KERNELSPEC)
     dropped = 0
     for cell in notebook.cells:
         if cell.cell_type == "code":

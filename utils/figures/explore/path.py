@@ -8,7 +8,7 @@ import torch
 
 from ...core.ascent import ascent_step, project_l2
 from ...core.excitation import soft_backward
-from ...core.pullback import frozen
+from ...core.surrogates import inputs_only
 
 METHOD_LABELS = {"pullback": "excitation pullback", "gradient": "vanilla gradient"}
 
@@ -59,7 +59,7 @@ def direction_and_logits(model, x: torch.Tensor, target: int, method: str = "pul
     context = (soft_backward(model, temperature=temperature, gate=gate) if method == "pullback"
                else contextlib.nullcontext())
     leaf = x.detach().requires_grad_(True)
-    with torch.enable_grad(), frozen(model), context:
+    with torch.enable_grad(), inputs_only(), context:
         logits = model(leaf)
         index = torch.full((x.shape[0], 1), int(target), device=logits.device)
         (direction,) = torch.autograd.grad(logits.gather(1, index).sum(), leaf)
