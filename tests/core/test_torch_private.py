@@ -24,10 +24,22 @@ def test_private_names_appear_in_one_module_only():
 
 
 def test_an_old_torch_is_named():
-    with pytest.raises(ImportError, match=r"needs torch >= 2\.1, found 2\.0\.1"):
-        torch_private.check_version("2.0.1")
+    with pytest.raises(ImportError, match=r"needs torch >= 2\.8, found 2\.7\.1"):
+        torch_private.check_version("2.7.1")
     torch_private.check_version("2.15.0+cu126")
     torch_private.check_version(torch.__version__)
+
+
+def test_the_oldest_torch_is_the_one_requirements_and_the_recorded_runs_name():
+    from utils.paths import REPO
+
+    pins = (REPO / "requirements.txt").read_text()
+    assert f"torch>={OLDEST_TEXT}" in pins.replace(" ", "")
+    recorded = (REPO / "tests" / "core" / "torch-versions.csv").read_text()
+    assert f"\n{OLDEST_TEXT}." in recorded or recorded.startswith(f"{OLDEST_TEXT}.")
+
+
+OLDEST_TEXT = ".".join(map(str, torch_private.OLDEST))
 
 
 class Residual(nn.Module):

@@ -15,9 +15,10 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
-OLDEST = (2, 1)
-"""The oldest torch the core supports: ``register_forward_hook(always_call=True)`` and the non-reentrant checkpoint's
-frame (``_CheckpointFrame``) first appear in 2.1."""
+OLDEST = (2, 8)
+"""The oldest torch the core is tested on (``requirements.txt``, ``tests/core/torch-versions.csv``). What it calls
+goes back to 2.1 (``register_forward_hook(always_call=True)``, the non-reentrant checkpoint's ``_CheckpointFrame``),
+with the plain paths below where a private name is missing, but nothing older than 2.8 is tested."""
 
 
 def _version(text: str) -> tuple[int, int]:
