@@ -26,6 +26,8 @@ PAIRS = (("SoftPullback", "Gradient"), ("PullbackAscent", "GradientAscent"), ("S
          ("FusionPullback", "FusionGrad"), ("IntegratedPullbacks", "IntegratedGradients"),
          ("PullbackShap", "GradientShap"), ("PbDeepLift", "DeepLift"), ("GuidedPbCam", "GuidedGradCam"))
 """The paired comparisons: each pullback row against the row it softens."""
+MIN_PAIRS = 10
+"""Fewest paired images for a verdict."""
 
 
 def timing_rows(rows: list[dict]) -> list[dict]:
@@ -134,15 +136,18 @@ def published_direction(model: str, a: str, b: str, metric: str) -> int | None:
 def verdict(model: str, scores: list[dict], a: str, b: str, metric: str) -> dict | None:
     """The paper's claim that ``a`` beats (or trails) ``b`` on ``metric``, checked on our paired scores: "holds"
     when the 95% CI of the paired difference excludes 0 on the paper's side, "reversed" when it excludes 0 on
-    the other, "unresolved" when it contains 0; with the difference, CI and number of images. None where we have
-    fewer than 2 pairs."""
+    the other, "unresolved" when it contains 0, "too few images" under :data:`MIN_PAIRS` pairs (a bootstrap
+    interval means little there); where the paper has no number, "better" / "worse" / "unresolved" for ``a``.
+    With the difference, CI and number of images; None where we have fewer than 2 pairs."""
     diff = paired(scores, a, b, metric)
     if diff is None:
         return None
     mean, low, high, n = diff
     ours = direction(metric, low) if direction(metric, low) == direction(metric, high) else 0
     claim = published_direction(model, a, b, metric)
-    if claim is None:
+    if n < MIN_PAIRS:
+        outcome = "too few images"
+    elif claim is None:
         outcome = {1: "better", -1: "worse", 0: "unresolved"}[ours]
     else:
         outcome = "unresolved" if ours == 0 else "holds" if ours == claim else "reversed"
