@@ -46,7 +46,7 @@ def test_verdicts_follow_the_paper_ordering_and_the_interval():
                      ("PullbackShap", "Mono.Corr"): "better"}
     mean, std, count = report.summary(better)[("Gradient", "Infidelity")]
     values = torch.tensor([5.0 + 0.02 * i for i in range(n)], dtype=torch.float64)
-    assert count == n and mean == pytest.approx(values.mean().item()) and std == pytest.approx(values.std(0).item())
+    assert count == n and mean == pytest.approx(values.mean().item()) and std == pytest.approx(values.std(correction=0).item())
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="the authors' published CSVs are not beside the repository")
@@ -83,7 +83,7 @@ def random_weights(monkeypatch):
     def state_from_url(url, *args, **kwargs):
         arch = Path(url).name.split("-")[0]
         return torchvision.models.get_model(arch, weights=None).state_dict()
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", state_from_url)
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", state_from_url)
     monkeypatch.setattr(timm.models._builder, "load_pretrained", lambda *args, **kwargs: None)
 
 

@@ -57,7 +57,7 @@ def imagenet_files(folder) -> list[tuple[str, int]]:
     if len(wnids) != IMAGENET_CLASSES:
         raise ValueError(f"{folder} holds {len(wnids)} class folders; an ImageNet val folder holds the "
                          f"{IMAGENET_CLASSES} synsets (their sorted position is the class index)")
-    return make_dataset(str(folder), index, extensions=(".jpeg", ".jpg", ".png"))
+    return make_dataset(str(folder), index, extensions=(".jpeg", ".jpg", ".png"), allow_empty=True)
 
 
 def picks_for(model: str, root, count: int, seed: int) -> list[tuple[int, str, int]]:
