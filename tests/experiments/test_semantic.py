@@ -1,6 +1,7 @@
 """The Semantic Pullbacks study: its part order, its verdicts, the paper's numbers, and the online command at n = 2
 with random weights (no download: the weights are injected, the val folder is fake)."""
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,9 @@ def test_online_command_at_two_images_with_random_weights(model, tmp_path, rando
     page = semantic_page(tmp_path / "out")
     assert f"## {model}" in page and "SoftPullback − Gradient" in page
     assert f"The paper's `{model}`" in page  # the authors' numbers for the same model beside ours
+    # a stopped run: its finished parts are merged by --collect, which says how far it got
+    (out / "parts" / "focus_0000.csv").unlink()
+    semantic.main(["--collect", "--out", str(out)])
+    assert json.loads((out / "progress.json").read_text()) == {"complete": False, "parts_done": 2, "parts": 3}
+    assert len(list(csv.DictReader(open(out / "scores.csv")))) == 2 * 2 * 2
+    assert "2 of 3 parts" in semantic_page(tmp_path / "out")

@@ -216,23 +216,24 @@ The quantitative table of *Semantic Pullbacks* (arXiv:2507.22832 v5/v6) on our m
 `python -m utils.experiments.semantic --model <model> --data <root>` scores every explainer of
 `utils.analysis.explainers` (the paper's twelve rows, then the pullback versions of the Captum methods) with the
 paper's six metrics (`utils.analysis.metrics`, each tested against Quantus 0.6) on seeded val images, and Focus on
-2 x 2 mosaics (the target in two quadrants: chance is one half). Pullbacks use `preset="semantic"`. Settings are
-the authors' (`lib/defaults.py`, `lib/evaluator.py`); where ours differ:
+two-by-two mosaics (the target in two quadrants: chance is one half). Pullbacks use `preset="semantic"`. Settings
+are the authors' (`lib/defaults.py`, `lib/evaluator.py`); where ours differ:
 
 * **DeepLift** is `x * gradient`, what the authors' pipeline computed: their surrogate classes replace every
   `nn.ReLU` before the evaluation, and Captum's DeepLift rules key on the exact class, so none engaged.
-* **Integrated Gradients** uses the trapezoid weights that sum to one; Captum's (theirs) sum to 1 - 1/n, a
-  constant factor that no metric here sees.
-* **Models and data**: the offline models are trained here on Imagenette (10 classes; the paper: ImageNet, 1,000),
-  so Random Logit draws among 9 other classes, not 999. DenseNet121 is not in the paper: its verdicts test the
-  paper's orderings as published for ResNet50.
+* **Integrated Gradients** uses trapezoid weights that sum to one; Captum's (theirs) fall short of one by a
+  constant factor, which no metric here sees.
+* **Models and data**: the offline models are trained here on Imagenette (ten classes, where the paper's have
+  ImageNet's thousand), so Random Logit draws its other class among few. DenseNet121 is not in the paper: its
+  verdicts test the paper's orderings as published for ResNet50.
 * **Counts**: the smoothing and fusion rows are scored on fewer images than the others (their Max-Sensitivity
-  alone costs 500-1,000 backward passes an image); every count is in the tables.
+  alone costs hundreds of backward passes an image); every count is in the tables.
 
 Verdicts: for each pullback row against the row it softens and each metric, the paper's ordering of the two
 (from its published means) "holds" when the 95% bootstrap CI of our paired per-image difference excludes zero on
-the paper's side, is "**reversed**" when it excludes zero on the other side, and is "unresolved" otherwise. Pairs
-the paper does not publish get "better" / "worse" / "unresolved" for the pullback row. Each pullback row and its
+the paper's side, is "**reversed**" when it excludes zero on the other side, is "unresolved" otherwise, and is
+not judged ("too few images") below the pairs `utils.experiments.semantic.report.MIN_PAIRS` asks for. Pairs the
+paper does not publish get "better" / "worse" / "unresolved" for the pullback row. Each pullback row and its
 original draw the same noise."""
 
 
@@ -242,17 +243,20 @@ def semantic_page(results_dir=RESULTS / "semantic") -> str:
     parts = [GENERATED, "# The paper's table: Semantic Pullbacks' metrics on our models", SEMANTIC_INTRO]
     results = load_semantic(results_dir)
     if not results:
-        parts.append("No run has finished a part yet.")
+        parts.append("No run has been merged or collected yet.")
     for name, run in results.items():
-        cfg, scores = run["config"], run["scores"]
+        cfg, scores, progress = run["config"], run["scores"], run["progress"]
         n = semantic_tables.counts(scores)
         paper = COUNTERPART.get(cfg["model"])
         parts += [f"## {name}",
                   f"Model `{cfg['model']}` at {cfg['size']} px, seed {cfg['seed']}: {n['single']} of {cfg['images']} "
                   f"images scored for the single-pass rows, {n['smooth']} of {cfg['smooth_images']} for the smoothing "
                   f"and fusion rows, {n['focus']} of {cfg['mosaics']} mosaics for Focus"
-                  + ("" if run["complete"] else " (the run has not finished: these are its finished parts)") + ".",
-                  "Ours, mean ± std over images (n):", semantic_tables.score_table(scores)]
+                  + ("" if progress["complete"] else f" (the run has not finished: {progress['parts_done']} of "
+                     f"{progress['parts']} parts, collected with `--collect`)") + "."]
+        if not scores:
+            continue
+        parts += ["Ours, mean ± std over images (n):", semantic_tables.score_table(scores)]
         if paper:
             parts += [f"The paper's `{paper}` (ImageNet; {PAPER_IMAGES:,} images, Focus on {PAPER_MOSAICS} mosaics; "
                       f"{PAPER_SOURCE}):", semantic_tables.published_table(paper)]

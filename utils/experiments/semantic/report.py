@@ -2,8 +2,9 @@
 
 A score row is ``{"kind", "item", "image", "file", "label", "explainer", "metric", "value"}``: ``kind`` the part
 kind (``single``, ``smooth``, ``focus``), ``item`` its position, ``metric`` a column of the paper's table or
-``Focus``. A run still going (or stopped) has no ``scores.csv`` yet: its finished parts are read instead, each
-checked against its checksum and the run recorded in ``config.json``. Nothing here imports the explainers.
+``Focus``. A run merges ``scores.csv`` when every part is done; a run still going (or stopped) is merged from its finished
+parts by ``python -m utils.experiments.semantic --collect`` (``progress.json`` says which). The page reads only
+these merged files, never ``parts/`` (not committed). Nothing here imports the explainers.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from . import reference
 COLUMNS = ("kind", "item", "image", "file", "label", "explainer", "metric", "value")
 FOCUS = "focus"
 FOCUS_METRIC = "Focus"
+PROGRESS = "progress.json"
 METRICS = (*reference.METRICS, FOCUS_METRIC)
 LOWER_IS_BETTER = {"Infidelity", "Max.Sens", "Rand.Logit"}
 PAIRS = (("SoftPullback", "Gradient"), ("PullbackAscent", "GradientAscent"), ("SmoothPullback", "SmoothGrad"),
@@ -41,8 +43,9 @@ def timing_rows(rows: list[dict]) -> list[dict]:
             for (kind, name), v in groups.items()]
 
 
-def _part_rows(folder: Path) -> list[dict]:
+def part_rows(folder) -> list[dict]:
     """The rows of every finished part of the run in ``folder`` (parts of another run, or damaged, are skipped)."""
+    folder = Path(folder)
     config = folder / "config.json"
     if not config.exists() or not (folder / "parts").is_dir():
         return []
@@ -56,17 +59,15 @@ def _part_rows(folder: Path) -> list[dict]:
 
 
 def load_run(folder) -> dict:
-    """One model's results: ``{"config", "scores" (metric rows), "timing" (rows of :func:`timing_rows`),
-    "complete" (whether the run merged)}``."""
+    """One model's results from its merged files (``scores.csv``, ``timing.csv``, ``progress.json``): ``{"config",
+    "scores", "timing", "progress"}``; ``scores`` is empty until the run merged or was collected (``--collect``)."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
-    if (folder / "scores.csv").exists():
-        scores = read_csv(folder / "scores.csv")
-        timing = read_csv(folder / "timing.csv") if (folder / "timing.csv").exists() else []
-        return {"config": config, "scores": scores, "timing": timing, "complete": True}
-    rows = _part_rows(folder)
-    return {"config": config, "scores": [r for r in rows if r["metric"] != "seconds"], "timing": timing_rows(rows),
-            "complete": False}
+    scores = read_csv(folder / "scores.csv") if (folder / "scores.csv").exists() else []
+    timing = read_csv(folder / "timing.csv") if (folder / "timing.csv").exists() else []
+    progress = (json.loads((folder / PROGRESS).read_text()) if (folder / PROGRESS).exists()
+                else {"complete": bool(scores)})
+    return {"config": config, "scores": scores, "timing": timing, "progress": progress}
 
 
 def load_results(results_dir=RESULTS / "semantic") -> dict[str, dict]:

@@ -12,7 +12,8 @@ backward passes an image); ``focus_<k>`` Focus on the k-th mosaic (``--mosaics``
 The parts run in proportion (the k-th part of each kind at the same fraction of its count), so a stopped run
 holds comparable prefixes of all three. Every draw is seeded per part: sharded, resumed and single runs write
 the same numbers. Per-image scores go to ``parts/`` and, once every part is done, ``scores.csv``; the seconds
-each explainer and metric took per image to ``timing.csv``; ``python -m utils.experiments.pages`` writes the page.
+each explainer and metric took per image to ``timing.csv``. ``--collect`` merges a running or stopped run's
+finished parts into the same files; ``python -m utils.experiments.pages`` then writes the page.
 
 Online (ImageNet weights and an ImageNet val folder ``<val>/<wnid>/*.JPEG``; a download on first use): ``--model``
 ``resnet50``, ``vgg11_bn`` (torchvision, ``IMAGENET1K_V1``) or ``pvt_v2_b1`` (timm), ``--data <val folder>``.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -30,10 +32,10 @@ from ...analysis.evaluation import attributions_of, score
 from ...analysis.explainers import EXPLAINERS, SMOOTHING, available, seeded
 from ...data.imagenette import data_root_from_env
 from ...paths import RESULTS
-from ..records import state_sha256, write_csv
+from ..records import state_sha256, write_csv, write_json
 from ..runner import Part, check_at_least, check_input_size, run_identity, run_parts, settings_arguments, settings_from_args
 from . import sources
-from .report import COLUMNS, FOCUS, timing_rows
+from .report import COLUMNS, FOCUS, PROGRESS, part_rows, timing_rows
 
 METRIC_NAMES = ("Infidelity", "Faith.Corr", "Faith.Est", "Mono.Corr", "Max.Sens", "Rand.Logit")
 KINDS = ("single", "smooth", "focus")
@@ -171,12 +173,27 @@ def run(settings: SemanticSettings, data_root, out, progress: bool = True, pretr
                      f"semantic {settings.model}", progress)
 
 
-def merge(out: Path, rows: list[dict]) -> list[dict]:
-    """Write ``scores.csv`` (every score) and ``timing.csv`` (seconds per image per explainer and metric)."""
+def merge(out: Path, rows: list[dict], complete: bool = True, parts: int | None = None) -> list[dict]:
+    """Write ``scores.csv`` (every score), ``timing.csv`` (seconds per image per explainer and metric) and
+    ``progress.json`` (whether every part is in, and how many are)."""
     scores = [r for r in rows if r["metric"] != "seconds"]
     write_csv(out / "scores.csv", [{c: r[c] for c in COLUMNS} for r in scores])
     write_csv(out / "timing.csv", timing_rows(rows))
+    done = len({(r["kind"], str(r["item"])) for r in rows})
+    write_json(out / PROGRESS, {"complete": complete, "parts_done": done, "parts": done if parts is None else parts})
     return scores
+
+
+def collect(out) -> list[dict]:
+    """Merge the finished parts of a run that is still going or was stopped (the page reads the merged files)."""
+    out = Path(out)
+    if not (out / "config.json").exists():
+        raise FileNotFoundError(f"no run in {out} (no config.json)")
+    config = json.loads((out / "config.json").read_text())
+    total = len(part_order(SemanticSettings(**{f.name: config[f.name] for f in dataclasses.fields(SemanticSettings)})))
+    rows = part_rows(out)
+    done = len({(r["kind"], str(r["item"])) for r in rows})
+    return merge(out, rows, complete=done == total, parts=total)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -185,12 +202,18 @@ def _parser() -> argparse.ArgumentParser:
                         help="Imagenette root (default $IMAGENETTE_ROOT); for an online model, an ImageNet val folder")
     parser.add_argument("--out", default=None, help="results folder (default results/semantic/<model>)")
     parser.add_argument("--smoke", action="store_true", help="2 images, 1 smoothing image, 2 mosaics at 112 px")
+    parser.add_argument("--collect", action="store_true",
+                        help="only merge the finished parts of the run in --out (one going or stopped) for the page")
     return settings_arguments(parser, SemanticSettings)
 
 
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.collect:
+        out = Path(args.out or RESULTS / "semantic" / (args.model or SemanticSettings.model))
+        print(f"{len(collect(out))} scores of the finished parts merged in {out}")
+        return
     if args.data is None:
         parser.error("no data: pass --data (Imagenette root, or an ImageNet val folder for an online model)")
     settings = settings_from_args(SemanticSettings, args, SMOKE if args.smoke else {})
