@@ -11,17 +11,22 @@ from ..core.pullback import as_targets, check_inputs
 from .explainers import EXPLAINERS, available, seeded
 
 
-def _chosen_explainers(model, explainers, seed: int, device) -> dict[str, Callable]:
+def _chosen_explainers(model, explainers) -> list[str] | dict[str, Callable]:
+    """Registry names (every row the model can run by default), or a mapping name -> explainer kept as it is."""
     if explainers is None:
-        return seeded(available(model), seed, device)
+        return available(model)
     if isinstance(explainers, Mapping):
         return dict(explainers)
-    if isinstance(explainers, str):
-        explainers = [explainers]
-    unknown = [n for n in explainers if n not in EXPLAINERS]
+    names = [explainers] if isinstance(explainers, str) else list(explainers)
+    unknown = [n for n in names if n not in EXPLAINERS]
     if unknown:
         raise ValueError(f"unknown explainers {unknown}: choose from {list(EXPLAINERS)} or pass name -> callable")
-    return seeded(explainers, seed, device)
+    return names
+
+
+def metric_seed(seed: int, metric: str) -> int:
+    """The seed of one metric's draws (and of the explainers it calls again), from the run's seed and its name."""
+    return seed * 1_000_003 + sum(map(ord, metric))
 
 
 def _chosen_metrics(metrics) -> dict:
@@ -46,17 +51,21 @@ def attributions_of(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
     return result
 
 
-def score(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, attributions: Mapping, explainers: Mapping,
+def score(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, attributions: Mapping, explainers,
           metrics: Mapping, seed: int = 0, timings: dict | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """Every metric of ``metrics`` (name -> spec) on ``attributions``: ``{metric: {explainer: (N,) float64}}``.
-    Each metric draws from its own generator, seeded from ``seed`` and the metric's name, so that choosing fewer
-    metrics changes no other metric's draws; the seconds each metric took go to ``timings`` (``"metric:<name>"``)."""
+
+    ``explainers``: registry names (each metric then calls them again with generators of its own, seeded by
+    :func:`metric_seed`) or a mapping name -> explainer (called as it is). Each metric draws from its own
+    generator, so choosing fewer metrics or explainers changes no other score; the seconds each metric took go to
+    ``timings`` (``"metric:<name>"``)."""
     scores = {}
     for name, metric in metrics.items():
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + sum(map(ord, name)))
+        own = metric_seed(seed, name)
+        calls = dict(explainers) if isinstance(explainers, Mapping) else seeded(explainers, own, images.device)
         began = time.perf_counter()
-        scores[name] = metric(model, images, targets, dict(attributions), explainers=dict(explainers),
-                              generator=generator)
+        scores[name] = metric(model, images, targets, dict(attributions), explainers=calls,
+                              generator=torch.Generator().manual_seed(own))
         if timings is not None:
             timings["metric:" + name] = timings.get("metric:" + name, 0.0) + time.perf_counter() - began
     return scores
@@ -84,10 +93,11 @@ def evaluate_explainers(model: nn.Module, images: torch.Tensor, targets, explain
     with torch.no_grad():
         classes = model(images[:1]).shape[1]
     targets = as_targets(targets, images.shape[0], classes, images.device)
-    chosen = _chosen_explainers(model, explainers, seed, images.device)
+    chosen = _chosen_explainers(model, explainers)
     specs = _chosen_metrics(metrics)
-    attributions = attributions_of(model, images, targets, chosen)
+    calls = chosen if isinstance(chosen, dict) else seeded(chosen, seed, images.device)
+    attributions = attributions_of(model, images, targets, calls)
     return score(model, images, targets, attributions, chosen, specs, seed)
 
 
-__all__ = ["attributions_of", "evaluate_explainers", "score"]
+__all__ = ["attributions_of", "evaluate_explainers", "metric_seed", "score"]

@@ -116,7 +116,7 @@ class _SemanticJob:
         explainers = seeded(names, seed, device)
         timings = {}
         attributions = attributions_of(self.model, image, targets, explainers, timings)
-        scores = score(self.model, image, targets, attributions, explainers, _metric_specs(s.metrics), seed, timings)
+        scores = score(self.model, image, targets, attributions, names, _metric_specs(s.metrics), seed, timings)
         sample = {"kind": kind, "item": k, "image": self.picks[k][0], "file": Path(self.picks[k][1]).name,
                   "label": self.picks[k][2]}
         rows = [{**sample, "explainer": n, "metric": m, "value": float(v)}
