@@ -114,7 +114,7 @@ def test_gradient_shap_averages_the_gradient_on_the_segment():
 
 
 class SurrogateLikeReLU(nn.ReLU):
-    """A subclass of nn.ReLU, as the authors' surrogate classes are: Captum's DeepLift keys its rules on the exact type."""
+    """A subclass of nn.ReLU, as the authors' surrogates are: Captum's DeepLift keys its rules on the exact type."""
 
 
 class SurrogateLikeMaxPool(nn.MaxPool2d):

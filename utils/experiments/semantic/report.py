@@ -2,8 +2,8 @@
 
 A score row is ``{"kind", "item", "image", "file", "label", "explainer", "metric", "value"}``: ``kind`` the part
 kind (``single``, ``smooth``, ``focus``), ``item`` its position, ``metric`` a column of the paper's table or
-``Focus``. A run merges ``scores.csv`` when every part is done; a run still going (or stopped) is merged from its finished
-parts by ``python -m utils.experiments.semantic --collect`` (``progress.json`` says which). The page reads only
+``Focus``. A run merges ``scores.csv`` when every part is done; a run still going (or stopped) is merged from its
+finished parts by ``python -m utils.experiments.semantic --collect`` (``progress.json`` says which). The page reads only
 these merged files, never ``parts/`` (not committed). Nothing here imports the explainers.
 """
 from __future__ import annotations

@@ -33,7 +33,8 @@ from ...analysis.explainers import EXPLAINERS, SMOOTHING, available, seeded
 from ...data.imagenette import data_root_from_env
 from ...paths import RESULTS
 from ..records import state_sha256, write_csv, write_json
-from ..runner import Part, check_at_least, check_input_size, run_identity, run_parts, settings_arguments, settings_from_args
+from ..runner import (Part, check_at_least, check_input_size, run_identity, run_parts, settings_arguments,
+                      settings_from_args)
 from . import sources
 from .report import COLUMNS, FOCUS, PROGRESS, part_rows, timing_rows
 
@@ -134,8 +135,8 @@ class _SemanticJob:
         timings = {}
         attributions = attributions_of(self.model, mosaic, target.to(device), explainers, timings)
         scores = focus(attributions, mosaic, quadrants)
-        sample = {"kind": FOCUS, "item": k, "image": "", "file": "".join("1" if q else "0" for q in quadrants[0].tolist()),
-                  "label": int(target[0])}
+        where = "".join("1" if q else "0" for q in quadrants[0].tolist())  # the target's quadrants
+        sample = {"kind": FOCUS, "item": k, "image": "", "file": f"quadrants {where}", "label": int(target[0])}
         return ([{**sample, "explainer": n, "metric": "Focus", "value": float(v[0])} for n, v in scores.items()]
                 + [{**sample, "explainer": n, "metric": "seconds", "value": round(t, 3)} for n, t in timings.items()])
 
@@ -197,7 +198,8 @@ def collect(out) -> list[dict]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--data", default=data_root_from_env(),
                         help="Imagenette root (default $IMAGENETTE_ROOT); for an online model, an ImageNet val folder")
     parser.add_argument("--out", default=None, help="results folder (default results/semantic/<model>)")
