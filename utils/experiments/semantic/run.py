@@ -15,8 +15,13 @@ the same numbers. Per-image scores go to ``parts/`` and, once every part is done
 each explainer and metric took per image to ``timing.csv``. ``--collect`` merges a running or stopped run's
 finished parts into the same files; ``python -m utils.experiments.pages`` then writes the page.
 
-Online (ImageNet weights and an ImageNet val folder ``<val>/<wnid>/*.JPEG``; a download on first use): ``--model``
-``resnet50``, ``vgg11_bn`` (torchvision, ``IMAGENET1K_V1``) or ``pvt_v2_b1`` (timm), ``--data <val folder>``.
+Online, the paper's three models (torchvision's ``resnet50`` and ``vgg11_bn`` with ``IMAGENET1K_V1``, timm's
+``pvt_v2_b1``; weights downloaded on first use) on an ImageNet val folder ``<val>/<wnid>/*.JPEG`` (the 1,000
+synset folders), at the paper's count with every explainer (PVT has no Grad-CAM layer), on a GPU:
+
+    for m in resnet50 vgg11_bn pvt_v2_b1; do
+        python -m utils.experiments.semantic --model $m --data /path/to/imagenet/val --images 1000 \
+            --smooth-images 1000 --mosaics 500; done
 """
 from __future__ import annotations
 
