@@ -28,6 +28,7 @@ def __getattr__(name):  # Captum, ipywidgets and the metrics are imported only w
 
 __all__ = [
     "GATES", "Classifier", "ExcitationPullback", "Normalize", "PretrainedUnavailableError", "Settings", "SoftGateReLU",
-    "SoftMaxPool2d", "UnsupportedNonlinearityError", "evaluate_explainers", "excitation_pullback", "explore", "load_model", "paper_batch", "paper_targets",
-    "make_settings", "pullback_ascent", "soft_backward", "soft_gate", "softmax_pool2d", "vanilla_gradient",
+    "SoftMaxPool2d", "UnsupportedNonlinearityError", "evaluate_explainers", "excitation_pullback", "explore",
+    "load_model", "make_settings", "paper_batch", "paper_targets", "pullback_ascent", "soft_backward", "soft_gate",
+    "softmax_pool2d", "vanilla_gradient",
 ]
