@@ -10,11 +10,15 @@ from .core.pooling import SoftMaxPool2d, softmax_pool2d
 from .core.surrogates import SoftGateReLU
 
 
-def __getattr__(name):  # Captum and ipywidgets are imported only when what needs them is asked for
+def __getattr__(name):  # Captum, ipywidgets and the metrics are imported only when asked for
     if name == "ExcitationPullback":
         from .core.captum_attribution import ExcitationPullback
 
         return ExcitationPullback
+    if name == "evaluate_explainers":
+        from .analysis.evaluation import evaluate_explainers
+
+        return evaluate_explainers
     if name == "explore":
         from .figures.explore import explore
 
@@ -24,6 +28,7 @@ def __getattr__(name):  # Captum and ipywidgets are imported only when what need
 
 __all__ = [
     "GATES", "Classifier", "ExcitationPullback", "Normalize", "PretrainedUnavailableError", "Settings", "SoftGateReLU",
-    "SoftMaxPool2d", "UnsupportedNonlinearityError", "excitation_pullback", "explore", "load_model", "paper_batch", "paper_targets",
-    "make_settings", "pullback_ascent", "soft_backward", "soft_gate", "softmax_pool2d", "vanilla_gradient",
+    "SoftMaxPool2d", "UnsupportedNonlinearityError", "evaluate_explainers", "excitation_pullback", "explore",
+    "load_model", "make_settings", "paper_batch", "paper_targets", "pullback_ascent", "soft_backward", "soft_gate",
+    "softmax_pool2d", "vanilla_gradient",
 ]

@@ -10,6 +10,7 @@ import inspect
 from typing import Mapping
 
 from .gates import Gate, check_temperature
+from .presets import preset_keywords
 from .rules import (RULES, AttentionRule, GELURule, HardswishRule, HardtanhRule, LayerNormRule, LeakyReLURule,
                     MaxPoolRule, ReLURule, Rule, SiLURule)
 
@@ -46,7 +47,8 @@ def make_settings(temperature: float | None = 0.3, gate: str | Gate = "sigmoid",
                   attention_temperature: float | None = 1.5, layer_norm: str | None = "held",
                   hardswish_temperature: float | None = 1.0, leaky_relu_temperature: float | str | None = AS_RELU,
                   hardtanh_temperature: float | str | None = AS_RELU,
-                  rules: Mapping[str, Rule | None] | None = None, settings: Settings | None = None) -> Settings:
+                  rules: Mapping[str, Rule | None] | None = None, settings: Settings | None = None,
+                  preset: str | None = None) -> Settings:
     """Settings from keywords; the defaults are the excitation pullback's.
 
     One convention for every kind of nonlinearity (the table in :mod:`utils.core.rules`): its keyword takes a
@@ -68,10 +70,17 @@ def make_settings(temperature: float | None = 0.3, gate: str | Gate = "sigmoid",
         rules: kind -> rule object (or None for the exact backward), overriding the keywords, e.g.
             ``rules={"gelu": GELURule(0.5)}``.
         settings: a ready :class:`Settings`, returned as is; no other keyword may be given with it.
+        preset: a named choice of every keyword (:mod:`utils.core.presets`): ``"paper"`` (the defaults) or
+            ``"semantic"`` (Semantic Pullbacks: normal-CDF ReLU gate at 0.6, detached max-pool at 0.3, attention
+            at 1.0); keywords given with a value other than their default override it.
     """
+    given = {k: v for k, v in locals().items() if k in _DEFAULTS and v is not _DEFAULTS[k]
+             and not (type(v) is type(_DEFAULTS[k]) and v == _DEFAULTS[k])}
+    if preset is not None:
+        if settings is not None:
+            raise TypeError("settings= is a complete Settings: it cannot be combined with preset=")
+        return make_settings(**{**preset_keywords(preset), **given})
     if settings is not None:
-        given = {k: v for k, v in locals().items() if k in _DEFAULTS and v is not _DEFAULTS[k]
-                 and not (type(v) is type(_DEFAULTS[k]) and v == _DEFAULTS[k])}
         if given:
             raise TypeError(f"settings= is a complete Settings: it cannot be combined with {sorted(given)}; "
                             "change the Settings (make_settings(...)) or pass the keywords alone")
@@ -104,7 +113,7 @@ def make_settings(temperature: float | None = 0.3, gate: str | Gate = "sigmoid",
 
 
 _DEFAULTS = {name: p.default for name, p in inspect.signature(make_settings).parameters.items()
-             if name != "settings"}
+             if name not in ("settings", "preset")}
 
 
 def _temperature(value, name: str, relu: float | None = None) -> float | None:
