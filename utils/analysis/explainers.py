@@ -34,7 +34,8 @@ from torch import nn
 
 from ..core.ascent import ascent_step
 from ..core.excitation import soft_backward
-from ..core.pullback import excitation_pullback, frozen, vanilla_gradient
+from ..core.pullback import excitation_pullback, vanilla_gradient
+from ..core.surrogates import inputs_only
 from . import averaged_fields as avg
 
 Explainer = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -80,8 +81,9 @@ def gradcam_layer(model: nn.Module) -> nn.Module | None:
 
 @contextlib.contextmanager
 def _captum(model: nn.Module):
-    """Frozen parameters, and Captum's notices about gradients it enables and hooks it sets kept quiet."""
-    with frozen(model), warnings.catch_warnings():
+    """No parameter gradients from our surrogates (local to this thread: nothing shared is changed), and Captum's
+    notices about gradients it enables and hooks it sets kept quiet."""
+    with inputs_only(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Input Tensor .* did not already require gradients")
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
         yield
