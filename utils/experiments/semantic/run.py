@@ -99,7 +99,7 @@ class _SemanticJob:
     explainers: dict
 
     def __post_init__(self):
-        self.parts = [Part(f"{kind}_{k:04d}", self._items(kind, k), key=(kind, k), tag=kind)
+        self.parts = [Part(f"{kind}_{k:04d}", self._items(kind, k), key=(kind, k))
                       for kind, k in part_order(self.settings)]
         self._pool = None
 
