@@ -5,6 +5,7 @@ own browser download is not used). Without them the tests are skipped, unless PU
 .ci/run), where they fail instead. The update time measured here is printed, not asserted
 (benchmarks/app_update.py records it).
 """
+import contextlib
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import pytest
 from PIL import Image
 
 from utils import load_model
-from utils.figures.explore import array_png, default_images, explore_path, panel_arrays
+from utils.figures.explore import array_png, default_images
 from utils.figures.explore.server import NOTEBOOK, voila_command, voila_env
 from utils.figures.plot import as_image
 from utils.models.zoo import OFFLINE_DEFAULT
@@ -109,7 +111,7 @@ def app(tmp_path_factory):
         missing("voila is not installed: `make app` (or pip install -r requirements.txt) installs it")
     port = free_port()
     log = tmp_path_factory.mktemp("voila") / "voila.log"
-    env = voila_env(dict(os.environ, PULLBACK_DEVICE="cpu", PULLBACK_DOWNLOAD="0"))
+    env = server_env()
     with log.open("w") as out:
         server = subprocess.Popen(voila_command(port, cull_idle=CULL_SECONDS, cull_interval=1), cwd=NOTEBOOK.parent,
                                   env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -182,20 +184,73 @@ def selected(page, label: str) -> str:
     return plain(page.locator(f".widget-dropdown:has(label:text-is('{label}')) select option:checked").inner_text())
 
 
-def assert_panels_are_the_library(page, model, image, target: int) -> None:
+# The library's panels, computed as the page's kernel computes them: a fresh process with the server's
+# environment, each method with the page's intra-op thread count (another count sums the floats in another order,
+# and a vanilla gradient's ascent path, whose hard gates flip, can amplify that past the PNG's rounding within a
+# few steps; this process's count may also have been changed by earlier tests).
+LIBRARY_PANELS = """
+import sys
+import numpy as np
+import torch
+from utils import load_model
+from utils.figures.explore import array_png, default_images, explore_path, panel_arrays
+from utils.figures.explore.widget import method_threads
+model_name, image_name, target, steps, out = sys.argv[1:]
+model, image = load_model(model_name, "cpu"), default_images()[0][image_name]
+torch.set_num_threads(method_threads())
+arrays = {}
+for method in ("pullback", "gradient"):
+    result = explore_path(model, image, int(target), method, steps=int(steps))
+    panels = panel_arrays(result, int(steps))
+    for column in ("perturbation", "perturbed"):
+        arrays[f"{method}_{column}"] = np.frombuffer(array_png(panels[column + "_rgb"]), np.uint8)
+arrays["probabilities"] = result.first.numpy()
+np.savez(out, **arrays)
+"""
+
+
+def server_env() -> dict:
+    """The environment the test server (and so its kernels) runs in: CPU, no downloads."""
+    return voila_env(dict(os.environ, PULLBACK_DEVICE="cpu", PULLBACK_DOWNLOAD="0"))
+
+
+def library_panels(tmp_path: Path, model_name: str, image_name: str, target: int) -> dict:
+    """``{method_column: PNG pixels}`` and ``probabilities`` at the image, as a fresh kernel computes them."""
+    out = tmp_path / f"library-{target}.npz"
+    subprocess.run([sys.executable, "-c", LIBRARY_PANELS, model_name, image_name, str(target), str(STEPS), str(out)],
+                   env=server_env(), check=True, timeout=STARTUP_SECONDS)
+    with np.load(out) as saved:
+        return {key: saved[key] if key == "probabilities" else
+                np.asarray(Image.open(io.BytesIO(saved[key].tobytes())).convert("RGB")) for key in saved.files}
+
+
+def assert_panels_are_the_library(page, expected: dict) -> None:
     """Each method's perturbation and perturbed image on the page are the library's (to the PNG's rounding)."""
     for method in METHODS:
-        arrays = panel_arrays(explore_path(model, image, target, method, steps=STEPS), STEPS)
-        for column, key in (("perturbation", "perturbation_rgb"), ("perturbed", "perturbed_rgb")):
-            shown, expected = shown_png(page, f"img[data-panel={method}_{column}]"), png_pixels(arrays[key])
-            assert shown.shape == expected.shape
-            assert np.abs(shown.astype(int) - expected.astype(int)).max() <= 1, (method, column)
+        for column in ("perturbation", "perturbed"):
+            shown = shown_png(page, f"img[data-panel={method}_{column}]")
+            assert shown.shape == expected[f"{method}_{column}"].shape
+            assert np.abs(shown.astype(int) - expected[f"{method}_{column}"].astype(int)).max() <= 1, (method, column)
 
 
-def test_the_page_shows_pullback_and_gradient_side_by_side(browser, app):
+@contextlib.contextmanager
+def opened(browser, url: str, requests: list | None = None):
+    """A page, closed however the test ends (an open page keeps its kernel alive for the later tests)."""
+    page = open_page(browser, url, [] if requests is None else requests)
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+def test_the_page_shows_pullback_and_gradient_side_by_side(browser, app, tmp_path):
     url, _ = app
     requests = []
-    page = open_page(browser, url, requests)
+    with opened(browser, url, requests) as page:
+        the_page_shows_pullback_and_gradient(page, url, requests, tmp_path)
+
+
+def the_page_shows_pullback_and_gradient(page, url: str, requests: list, tmp_path: Path) -> None:
     page.locator(".widget-html", has_text=finished()).wait_for()
     assert page.title() == "Excitation pullbacks explorer"
     text = page.inner_text("body")
@@ -209,9 +264,8 @@ def test_the_page_shows_pullback_and_gradient_side_by_side(browser, app):
 
     # the offline default model, and only models that load without a download
     assert selected(page, "model") == OFFLINE_DEFAULT
-    model = load_model(OFFLINE_DEFAULT, "cpu")
+    class_names = load_model(OFFLINE_DEFAULT, "cpu").class_names
     image_name = selected(page, "image")
-    image = default_images()[0][image_name]
 
     # both methods side by side: field (with a colour bar), perturbation and perturbed image, all with alt text
     for method in METHODS:
@@ -222,20 +276,21 @@ def test_the_page_shows_pullback_and_gradient_side_by_side(browser, app):
     assert page.locator("img[alt^='the probability of']").count() == 1
 
     # the top-k line is the model's own top class and probability at the image
-    probabilities = model(image[None]).softmax(1)[0].detach()
-    top = int(probabilities.argmax())
-    assert f"prediction: {model.class_names[top]} (p = {probabilities[top]:.2f})" in plain(page.inner_text("body"))
-
-    # a target change redraws both methods, as the library computes them; the time is reported, not asserted
     target = page.locator(".widget-dropdown:has(label:text-is('target')) select")
     new_target = (target.evaluate("select => select.selectedIndex") + 1) % target.locator("option").count()
+    expected = library_panels(tmp_path, OFFLINE_DEFAULT, image_name, new_target)
+    top = int(expected["probabilities"].argmax())
+    assert (f"prediction: {class_names[top]} (p = {expected['probabilities'][top]:.2f})"
+            in plain(page.inner_text("body")))
+
+    # a target change redraws both methods, as the library computes them; the time is reported, not asserted
     new_name = plain(target.locator("option").nth(new_target).inner_text())
     page.wait_for_function(TAG_STATUS, arg=rf"^p\(.+\).* after {STEPS} steps")
     done = rf"^p\({re.escape(new_name)}\).* after {STEPS} steps"
     milliseconds = page.evaluate(CHANGE_AND_TIME, ["target", new_target, done])
     print(f"\nupdate after a target change, measured in the browser: {milliseconds / 1000:.2f} s "
           f"(load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
-    assert_panels_are_the_library(page, model, image, new_target)
+    assert_panels_are_the_library(page, expected)
 
     # a thumbnail shows its image
     other = next(name for name in default_images()[0] if name != image_name)
@@ -253,12 +308,15 @@ def test_the_page_shows_pullback_and_gradient_side_by_side(browser, app):
     # nothing left 127.0.0.1 (no CDN: the page must work offline)
     outside = [u for u in requests if not u.startswith((url, "data:", "blob:", "about:"))]
     assert requests and not outside, outside
-    page.close()
 
 
 def test_uploads_are_confirmed_and_bad_files_explained(browser, app, tmp_path):
     url, _ = app
-    page = open_page(browser, url, [])
+    with opened(browser, url) as page:
+        uploads_are_confirmed_and_bad_files_explained(page, tmp_path)
+
+
+def uploads_are_confirmed_and_bad_files_explained(page, tmp_path: Path) -> None:
     page.locator(".widget-html", has_text=finished()).wait_for()
     wide = tmp_path / "wide.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (150, 300, 3), dtype=np.uint8)).save(wide)
@@ -272,7 +330,6 @@ def test_uploads_are_confirmed_and_bad_files_explained(browser, app, tmp_path):
     page.get_by_text("broken.png is not an image file").wait_for()
     text = page.inner_text("body")
     assert "<_io" not in text and "BytesIO" not in text and "Error:" not in text
-    page.close()
 
 
 def test_closed_and_reloaded_pages_leave_no_kernels(browser, app):
@@ -281,16 +338,14 @@ def test_closed_and_reloaded_pages_leave_no_kernels(browser, app):
     while kernel_count(server) and time.monotonic() < deadline:  # the other tests' pages, closed already
         time.sleep(1)
     assert kernel_count(server) == 0
-    pages = [open_page(browser, url, []) for _ in range(2)]
-    for page in pages:
-        page.locator(".widget-html", has_text=finished()).wait_for()
-    assert kernel_count(server) == 2
-    pages[0].reload()  # a new kernel for the reloaded page; the old one has lost its page
-    pages[0].locator(".widget-html", has_text=finished()).wait_for()
-    time.sleep(3 * CULL_SECONDS)
-    assert kernel_count(server) == 2  # the reloaded page's old kernel is gone; open pages keep theirs
-    for page in pages:
-        page.close()
+    with opened(browser, url) as first, opened(browser, url) as second:
+        for page in (first, second):
+            page.locator(".widget-html", has_text=finished()).wait_for()
+        assert kernel_count(server) == 2
+        first.reload()  # a new kernel for the reloaded page; the old one has lost its page
+        first.locator(".widget-html", has_text=finished()).wait_for()
+        time.sleep(3 * CULL_SECONDS)
+        assert kernel_count(server) == 2  # the reloaded page's old kernel is gone; open pages keep theirs
     deadline = time.monotonic() + 60 + 3 * CULL_SECONDS
     while kernel_count(server) and time.monotonic() < deadline:
         time.sleep(1)

@@ -11,6 +11,7 @@ from PIL import Image
 from utils import excitation_pullback, load_model, pullback_ascent, vanilla_gradient
 from utils.figures.explore import inputs as inputs_module
 from utils.figures.explore import widget as explore_module
+from utils.figures.explore.widget import method_threads
 from utils.figures.explore import (Cancelled, Explorer, Updates, explore, explore_path, field_heat, heat_rgb,
                                    loadable_models, panel_arrays)
 from utils.figures.heatmaps import as_heat, pixel_relevance
@@ -190,10 +191,17 @@ def test_a_newer_change_cancels_the_update_in_progress(model, images):
     assert explorer.updates.finished == done + 1
     assert explorer.updates.generation - explorer.updates.finished >= 2
     x = images[explorer.image.value][None]
-    # the two methods ran at once (the gradient on a copy of the model): each is still the library's
-    assert torch.equal(explorer.shown["pullback"]["field"], excitation_pullback(model, x, 3)[0])
-    assert torch.equal(explorer.shown["gradient"]["field"], vanilla_gradient(model, x, 3)[0])
-    path = pullback_ascent(model, x, 3, steps=8, method="gradient")[0]
+    # the two methods ran at once (the gradient on a copy of the model): each is still the library's, computed
+    # with the same intra-op thread count (another count sums in another order)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(method_threads())
+    try:
+        pullback, gradient = excitation_pullback(model, x, 3)[0], vanilla_gradient(model, x, 3)[0]
+        path = pullback_ascent(model, x, 3, steps=8, method="gradient")[0]
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(explorer.shown["pullback"]["field"], pullback)
+    assert torch.equal(explorer.shown["gradient"]["field"], gradient)
     assert torch.equal(explorer.shown["gradient"]["perturbed"], path)
     assert f"p({model.class_names[3]})" in explorer.status.value
 

@@ -50,10 +50,15 @@ def load_error_text(name: str, error: Exception) -> str:
     return f"{name} could not be loaded ({type(error).__name__})."
 
 
-# Off: with the two methods in two threads at once, the gradient panel came out different from the library's
-# (tests/figures/test_app.py, seen on a quiet machine after the core's per-model hooks landed); until that is
-# understood, the background thread computes the two one after the other.
-CONCURRENT_METHODS = False
+def method_threads() -> int:
+    """The intra-op threads each method's thread uses in the background: half of this process's (at least one).
+
+    Intra-op threads wait for each other at every operation's barrier, which burns time on a busy CPU; two
+    methods in two threads with half the threads each keep the CPU as busy with less waiting. The thread count
+    is part of the computation: another count sums the floats in another order, and a vanilla gradient's
+    ascent path (whose hard gates flip) can amplify that difference within a few steps.
+    """
+    return max(1, torch.get_num_threads() // 2)
 
 
 class Explorer(Drawing):
@@ -230,11 +235,11 @@ class Explorer(Drawing):
         """Both methods' paths, each drawn when done: at once in two threads in the background (each with
         its own copy of the model and half the CPU threads), else one after the other."""
         self._passes = {method: 0 for method in METHODS}
-        if not self.updates.background or not CONCURRENT_METHODS:
+        if not self.updates.background:
             return {method: self._method_update(s, method, generation) for method in METHODS}
         if self._pool is None:
-            threads = max(1, torch.get_num_threads() // 2)
-            self._pool = ThreadPoolExecutor(len(METHODS), "explorer-method", torch.set_num_threads, (threads,))
+            self._pool = ThreadPoolExecutor(len(METHODS), "explorer-method", torch.set_num_threads,
+                                            (method_threads(),))
         # The gradient's replica is copied here, before either thread starts: a copy taken while the pullback's
         # thread is inside soft_backward would carry the hooks that block put on the model.
         self._model_for(s["model"], "gradient")
