@@ -2,12 +2,12 @@
 from .core.ascent import pullback_ascent
 from .data.imagenette import paper_batch
 from .core.excitation import UnsupportedNonlinearityError, soft_backward
-from .core.settings import Settings, make_settings
+from .core.settings import Settings
 from .core.gates import GATES, soft_gate
 from .models.zoo import Classifier, Normalize, PretrainedUnavailableError, load_model, paper_targets
 from .core.pullback import excitation_pullback, vanilla_gradient
-from .core.pooling import SoftMaxPool2d, softmax_pool2d
-from .core.surrogates import SoftGateReLU
+from .core.rules.max_pool import SoftMaxPool2d, softmax_pool2d
+from .core.rules.relu import SoftGateReLU
 
 
 def __getattr__(name):  # Captum, ipywidgets and the metrics are imported only when asked for
@@ -29,6 +29,6 @@ def __getattr__(name):  # Captum, ipywidgets and the metrics are imported only w
 __all__ = [
     "GATES", "Classifier", "ExcitationPullback", "Normalize", "PretrainedUnavailableError", "Settings", "SoftGateReLU",
     "SoftMaxPool2d", "UnsupportedNonlinearityError", "evaluate_explainers", "excitation_pullback", "explore",
-    "load_model", "make_settings", "paper_batch", "paper_targets", "pullback_ascent", "soft_backward", "soft_gate",
+    "load_model", "paper_batch", "paper_targets", "pullback_ascent", "soft_backward", "soft_gate",
     "softmax_pool2d", "vanilla_gradient",
 ]

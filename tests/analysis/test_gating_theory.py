@@ -94,7 +94,7 @@ def test_gradient_agreement_at_tied_maxima_needs_hard_pools():
     x = torch.rand(2, 1, 4, 4, dtype=torch.float64)
     x[0, 0, :2, :2] = 5.0  # sample 0: a tied maximum in its first window; sample 1 has none
     soft = gradient_agreement(model, x, 0, [1e-6])[0]
-    hard = gradient_agreement(model, x, 0, [1e-6], pool="hard")[0]
+    hard = gradient_agreement(model, x, 0, [1e-6], pool_temperature=None)[0]
     assert math.isclose(soft[0], math.sqrt(3.25 / 4), rel_tol=1e-9) and math.isclose(soft[1], 1.0, rel_tol=1e-9)
     torch.testing.assert_close(hard, torch.ones(2, dtype=torch.float64), rtol=1e-9, atol=0)
 

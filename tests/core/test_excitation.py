@@ -12,7 +12,7 @@ from zoo import ZOO, make_zoo
 from utils import (SoftMaxPool2d, UnsupportedNonlinearityError, excitation_pullback, soft_backward,
                    softmax_pool2d, vanilla_gradient)
 from utils.core.gates import GATES
-from utils.core.pooling import softmax_pool2d_backward
+from utils.core.optimised.softmax_pool_backward import softmax_pool2d_backward
 
 T = 0.3
 
@@ -177,7 +177,7 @@ def test_pool_temperature_can_be_set_apart():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(3, 2, 1), nn.ReLU(), nn.Conv2d(4, 4, 3),
                           nn.MaxPool2d(2, ceil_mode=True), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 9, 3)).double().eval()
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
-    hard_pools = excitation_pullback(model, x, 1, soft_maxpool=False)
+    hard_pools = excitation_pullback(model, x, 1, pool_temperature=None)
     tiny_pool_t = excitation_pullback(model, x, 1, pool_temperature=1e-9)
     torch.testing.assert_close(tiny_pool_t, hard_pools, rtol=1e-7, atol=1e-12)
     assert not torch.allclose(excitation_pullback(model, x, 1), hard_pools, rtol=1e-3)
@@ -386,7 +386,7 @@ def test_relu_after_batch_norm_saves_no_gate_and_gives_the_same_pullback(train_m
 
 def _gates_saved(model, x, monkeypatch):
     """How many ReLU calls of one pullback save their gate (instead of recomputing it in the backward pass)."""
-    from utils.core.surrogates import SoftGateReLU
+    from utils.core.rules.relu import SoftGateReLU
 
     calls, apply = [], SoftGateReLU.apply
     with monkeypatch.context() as patch:
@@ -452,7 +452,7 @@ def test_recomputed_gates_on_paper_architectures_equal_saved_gates(paper_archite
 
 def test_gates_below_sqrt_tiny_are_flushed_to_zero():
     from utils.core.gates import sigmoid_gate
-    from utils.core.surrogates import SoftGateReLU
+    from utils.core.rules.relu import SoftGateReLU
 
     # At T = 0.3: u = -60 gives a gate of 8.7e-27 and u = -46.7 one of 5.2e-21, below the float32 cutoff
     # sqrt(tiny) = 1.1e-19; times a gradient of 1e-18 either would be a subnormal float. u = -40 gives 4.2e-18.
@@ -471,7 +471,7 @@ def test_clamped_gate_and_exp_equal_the_unclamped_formulas(dtype):
     """The clamps that keep exp off subnormals change no value: below them the result is 0 anyway, and above 40
     the sigmoid is 1 in both precisions; the fused gate-times-gradient agrees with gate, then product."""
     from utils.core.gates import sigmoid_gate
-    from utils.core.surrogates import exp_flushed_, flush_tiny_, gate_of_scaled_, gate_times_
+    from utils.core.optimised.flush import exp_flushed_, flush_tiny_, gate_of_scaled_, gate_times_
 
     u = torch.cat([torch.linspace(-800, 800, 20001, dtype=dtype), torch.randn(1000, dtype=dtype) * 50,
                    torch.tensor([-math.inf, math.inf, 36.0, 40.0, 41.0, -43.0, -44.0, -45.0], dtype=dtype)])

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as checkpoint
 from torch import nn
 
-from utils import (UnsupportedNonlinearityError, excitation_pullback, make_settings, pullback_ascent, soft_backward,
+from utils import (Settings, UnsupportedNonlinearityError, excitation_pullback, pullback_ascent, soft_backward,
                    vanilla_gradient)
 
 
@@ -81,13 +81,24 @@ def test_ascent_with_an_infinite_radius_is_unconstrained():
     torch.testing.assert_close(step, x + 0.05 * g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
 
 
-def test_make_settings_refuses_settings_with_other_keywords():
-    s = make_settings(temperature=0.3)
-    assert make_settings(settings=s) is s
-    with pytest.raises(TypeError, match="temperature"):
-        make_settings(settings=s, temperature=5.0)
+def test_settings_refuse_other_keywords_beside_them():
+    s = Settings(temperature=0.3)
+    model, x = mlp(), x6()
+    assert torch.equal(excitation_pullback(model, x, 1, settings=s), excitation_pullback(model, x, 1))
+    with pytest.raises(TypeError, match="cannot be combined with .*temperature"):
+        excitation_pullback(model, x, 1, settings=s, temperature=5.0)
     with pytest.raises(TypeError, match="cannot be combined with .*pool"):
-        excitation_pullback(mlp(), x6(), 1, settings=s, pool="hard")
+        excitation_pullback(model, x, 1, settings=s, pool="detached")
+    with pytest.raises(TypeError, match="must be a Settings"):
+        excitation_pullback(model, x, 1, settings={"temperature": 0.3})
+
+
+@pytest.mark.parametrize("spelling", [dict(soft_maxpool=False), dict(pool="hard"), dict(layer_norm="exact"),
+                                      dict(rules={"max_pool": None})])
+def test_each_choice_has_one_spelling(spelling):
+    """Off is the kind's field set to None, nothing else (pool_temperature=None, layer_norm=None)."""
+    with pytest.raises((TypeError, ValueError)):
+        excitation_pullback(mlp(), x6(), 1, **spelling)
 
 
 def test_missing_target_is_named():
@@ -143,7 +154,7 @@ def test_none_is_off_for_every_kind(act, keyword):
     torch.testing.assert_close(excitation_pullback(model, x, 1, **{keyword: None}), vanilla)
     kind = {"temperature": "relu", "pool_temperature": "max_pool", "layer_norm": "layer_norm"}.get(
         keyword, keyword.replace("_temperature", ""))
-    assert make_settings(**{keyword: None}).rule(kind) is None
+    assert Settings(**{keyword: None}).rule(kind) is None
 
 
 @pytest.mark.parametrize("act, keyword", [(nn.LeakyReLU(0.1), "leaky_relu_temperature"),
@@ -156,7 +167,7 @@ def test_relu_temperature_is_followed_by_default_and_by_name(act, keyword):
     for following in ({}, {keyword: "relu"}):
         torch.testing.assert_close(excitation_pullback(model, x, 1, temperature=0.7, **following), apart)
     with pytest.raises(ValueError, match=f"{keyword} must be a number > 0, None"):
-        make_settings(**{keyword: "exact"})
+        Settings(**{keyword: "exact"})
 
 
 class HandReLU(torch.autograd.Function):

@@ -3,8 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from utils import excitation_pullback, make_settings, pullback_ascent, soft_backward
-from utils.core.presets import PRESETS
+from utils import Settings, excitation_pullback, pullback_ascent, soft_backward
+from utils.core.presets import PRESETS, preset_settings
+from utils.core.settings import resolve_settings
 
 SPELLED_OUT = dict(temperature=0.6, gate="normal_cdf", pool="detached", pool_temperature=0.3, silu_temperature=1.6,
                    gelu_temperature=1.0, layer_norm="held", attention_temperature=1.0)
@@ -19,9 +20,9 @@ def net():
 
 def test_semantic_preset_is_its_settings_spelled_out():
     assert PRESETS["semantic"] == SPELLED_OUT
-    assert repr(make_settings(preset="semantic")) == repr(make_settings(**SPELLED_OUT))
-    assert repr(make_settings(preset="paper")) == repr(make_settings())
-    assert repr(make_settings(preset="semantic")) != repr(make_settings())
+    assert preset_settings("semantic") == Settings(**SPELLED_OUT)
+    assert preset_settings("paper") == Settings()
+    assert preset_settings("semantic") != Settings()
 
 
 def test_preset_pullback_equals_spelled_out():
@@ -39,13 +40,14 @@ def test_preset_pullback_equals_spelled_out():
 
 
 def test_keywords_beside_a_preset_override_it():
-    settings = make_settings(preset="semantic", temperature=0.5, strict=False)
-    assert settings.rules["relu"].temperature == 0.5 and not settings.strict
-    assert settings.rules["max_pool"].variant == "detached" and settings.rules["attention"].temperature == 1.0
+    settings = resolve_settings(None, "semantic", temperature=0.5, strict=False, gate="sigmoid")
+    assert settings.rule("relu").temperature == 0.5 and not settings.strict
+    assert settings.gate == "normal_cdf"  # the default keyword value leaves the preset's
+    assert settings.rule("max_pool").variant == "detached" and settings.rule("attention").temperature == 1.0
 
 
 def test_bad_presets_are_refused():
     with pytest.raises(ValueError, match="unknown preset"):
-        make_settings(preset="v7")
+        excitation_pullback(net(), torch.randn(1, 3, 12, 12, dtype=torch.float64), 0, preset="v7")
     with pytest.raises(TypeError, match="preset"):
-        make_settings(preset="semantic", settings=make_settings())
+        resolve_settings(Settings(), "semantic")

@@ -62,7 +62,8 @@ def test_a_training_step_in_another_thread_gets_its_parameter_gradients(field):
 def test_pullback_computes_no_parameter_gradient_of_its_own_functions():
     """Inside the pullback, our autograd Functions skip the parameters' gradients (as autograd.grad's pruning does for
     torch's own), yet the same Function outside it still gives them."""
-    from utils.core.surrogates import HeldLayerNorm, inputs_only
+    from utils.core.rules.layer_norm import HeldLayerNorm
+    from utils.core.surrogates import inputs_only
 
     x, w, b = torch.randn(3, 4, requires_grad=True), nn.Parameter(torch.rand(4) + 0.5), nn.Parameter(torch.randn(4))
     with inputs_only():

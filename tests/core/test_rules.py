@@ -11,7 +11,7 @@ from utils import excitation_pullback, pullback_ascent, soft_backward, vanilla_g
 from utils.core.excitation import UnsupportedNonlinearityError
 from utils.core.gates import gate_or_hard, hard_gate
 from utils.core.rules import GELURule, ReLURule
-from utils.core.settings import make_settings
+from utils.core.settings import Settings
 
 D = 6
 
@@ -85,7 +85,7 @@ def test_layer_norm_holds_its_statistics():
     rstd = 1 / torch.sqrt(x.var(1, unbiased=False, keepdim=True) + 1e-5)
     torch.testing.assert_close(excitation_pullback(model, x, 2), w * gamma * rstd, rtol=1e-12, atol=1e-14)
     # the limit: with its statistics not held, the layer norm has its own gradient
-    torch.testing.assert_close(excitation_pullback(model, x, 2, layer_norm="exact"), vanilla_gradient(model, x, 2))
+    torch.testing.assert_close(excitation_pullback(model, x, 2, layer_norm=None), vanilla_gradient(model, x, 2))
 
 
 class SoftmaxAttention(nn.Module):
@@ -142,24 +142,29 @@ def test_attention_stand_in_is_the_softmax_at_temperature():
     torch.testing.assert_close(excitation_pullback(model, x, 2), vanilla_gradient(hot, x, 2), rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("pool", ["soft", "detached", "hard"])
+@pytest.mark.parametrize("pool", ["soft", "detached", None])
 def test_pool_variants(pool):
+    """Soft, detached, and off (``pool_temperature=None``: the hard max's own gradient)."""
     torch.manual_seed(4)
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.MaxPool2d(3, 2, 1), nn.AdaptiveMaxPool2d(2), nn.Flatten(),
                           nn.Linear(12, 3)).double().eval()
     x = torch.randn(2, 2, 8, 8, dtype=torch.float64)
+    if pool is None:
+        got = excitation_pullback(model, x, 1, pool_temperature=None)
+        torch.testing.assert_close(got, reference_gradient(model, x, 1, pool=0.5, pool_variant="hard"), rtol=1e-10,
+                                   atol=1e-13)
+        torch.testing.assert_close(got, vanilla_gradient(model, x, 1))
+        return
     got = excitation_pullback(model, x, 1, pool=pool, pool_temperature=0.5)
     torch.testing.assert_close(got, reference_gradient(model, x, 1, pool=0.5, pool_variant=pool), rtol=1e-10,
                                atol=1e-13)
-    if pool == "hard":
-        torch.testing.assert_close(got, vanilla_gradient(model, x, 1))
-    else:  # T -> 0 recovers the gradient away from ties
-        torch.testing.assert_close(excitation_pullback(model, x, 1, pool=pool, pool_temperature=1e-9),
-                                   vanilla_gradient(model, x, 1), rtol=1e-7, atol=1e-10)
+    # T -> 0 recovers the gradient away from ties
+    torch.testing.assert_close(excitation_pullback(model, x, 1, pool=pool, pool_temperature=1e-9),
+                               vanilla_gradient(model, x, 1), rtol=1e-7, atol=1e-10)
 
 
 def test_tied_maxima_split_evenly_unless_hard():
-    """The documented limit: a soft pool splits the gradient among tied maxima for every T; "hard" picks one."""
+    """The documented limit: a soft pool splits the gradient among tied maxima for every T; a hard one picks one."""
     model = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1, 1)).double().eval()
     nn.init.ones_(model[3].weight)
     x = -torch.ones(1, 1, 2, 2, dtype=torch.float64)  # all four slots are 0 after the ReLU: a four-way tie
@@ -172,7 +177,7 @@ def test_tied_maxima_split_evenly_unless_hard():
     tie = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
     soft = excitation_pullback(pool_only, tie, 0, pool_temperature=1e-9)
     torch.testing.assert_close(soft, torch.full_like(tie, 0.25))
-    hard = excitation_pullback(pool_only, tie, 0, pool="hard")
+    hard = excitation_pullback(pool_only, tie, 0, pool_temperature=None)
     assert hard.sum() == 1 and (hard == 1).sum() == 1
     torch.testing.assert_close(hard, vanilla_gradient(pool_only, tie, 0))
 
@@ -232,14 +237,14 @@ def test_settings_reach_pullback_ascent():
 
 
 def test_rules_are_objects_with_their_parameters():
-    settings = make_settings(rules={"gelu": GELURule(0.25), "relu": ReLURule(0.1, "normal_cdf")})
+    settings = Settings(rules={"gelu": GELURule(0.25), "relu": ReLURule(0.1, "normal_cdf")})
     assert settings.rule("gelu").temperature == 0.25 and settings.rule("relu").temperature == 0.1
     model, x, w = readout(nn.GELU())
     torch.testing.assert_close(excitation_pullback(model, x, 1, settings=settings), w * phi(x / 0.25))
     with pytest.raises(ValueError, match="unknown rule kinds"):
-        make_settings(rules={"tanh": None})
-    with pytest.raises(ValueError, match="pool must be one of"):
-        make_settings(pool="mean")
+        Settings(rules={"tanh": None})
+    with pytest.raises(ValueError, match="pool must be .soft. or .detached."):
+        Settings(pool="mean")
 
 
 def test_gate_or_hard():

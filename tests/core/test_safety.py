@@ -148,8 +148,8 @@ def test_captum_attribution_equals_the_pullback_and_wraps_in_noise_tunnel():
     model, x = make_zoo("pools")
     method = ExcitationPullback(model, temperature=0.2)
     torch.testing.assert_close(method.attribute(x, target=1), excitation_pullback(model, x, 1, temperature=0.2))
-    torch.testing.assert_close(method.attribute((x,), target=[0, 1, 2], pool="hard")[0],
-                               excitation_pullback(model, x, [0, 1, 2], temperature=0.2, pool="hard"))
+    torch.testing.assert_close(method.attribute((x,), target=[0, 1, 2], pool_temperature=None)[0],
+                               excitation_pullback(model, x, [0, 1, 2], temperature=0.2, pool_temperature=None))
     smooth = NoiseTunnel(method).attribute(x, target=1, nt_type="smoothgrad", nt_samples=3, stdevs=0.0)
     torch.testing.assert_close(smooth, excitation_pullback(model, x, 1, temperature=0.2))
     with pytest.raises(ValueError, match="target"):

@@ -108,7 +108,8 @@ def gradient_agreement(model: nn.Module, x: torch.Tensor, target, temperatures, 
     Args:
         model: classifier; x: inputs (N, ...); target: class index or one per sample.
         temperatures: the ReLU (and, unless ``pool_temperature`` is given, max-pool) temperatures T.
-        **settings: further pullback settings, e.g. ``pool="hard"`` to keep max-pools hard.
+        **settings: further pullback settings (keywords of :func:`~utils.core.pullback.excitation_pullback`),
+            e.g. ``pool_temperature=None`` to keep max-pools hard.
 
     Returns:
         (len(temperatures), N) float64 cosines; T -> 0 gives 1 wherever no tied maxima split a pool's gradient.

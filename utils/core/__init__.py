@@ -1,19 +1,22 @@
-"""The method, one concern per module.
+"""The method, one concern per module; read it in this order.
 
-- :mod:`.gates`: soft gates ``gate(z / T)``; ``gate_or_hard`` (None means ReLU's hard gate).
-- :mod:`.surrogates`: the ``autograd.Function``s that change a backward pass (per call): ``SoftGateReLU`` and its
-  batch-norm-recomputing twin, ``SoftGate`` (any gated activation), ``SoftMaxPool2d`` (soft or detached weights),
-  ``StraightThrough`` (the generic one: exact forward, a stand-in's backward), ``AttentionValues``.
-- :mod:`.rules`: one small rule object per kind of nonlinearity, carrying its parameters and the functions it
-  replaces (ReLU, max-pool, SiLU, GELU, LayerNorm, attention, LeakyReLU, Hardtanh/ReLU6, Hardswish); the
-  ``RuleContext`` a rule sees; the table of keywords and of "off".
-- :mod:`.settings`: ``Settings`` (one rule per kind, strictness) and ``make_settings`` (the keywords).
-- :mod:`.interception`: ``Interceptor``, the one call-interception machinery, and the call families.
-- :mod:`.mode`: ``ExcitationMode``, the interceptor that routes one forward call's calls to the rules;
-  :mod:`.disguises`: ReLU-like calls written without ``relu``; :mod:`.reductions`: max and min reductions (the
-  max-pool rule); :mod:`.recompute`: activation checkpoints and custom ``autograd.Function``s.
-- :mod:`.torch_private`: every private part of torch the core uses, with a version check and plain fallbacks.
-- :mod:`.excitation`: the ``soft_backward`` context (threads, nesting, compile, direct submodule calls, copies).
-- :mod:`.pullback`, :mod:`.ascent`: the vector fields and the ascent along them.
-- :mod:`.captum_attribution`: ``ExcitationPullback``, Captum's face of the pullback.
+1. :mod:`.pullback` (``excitation_pullback``, ``vanilla_gradient``) and :mod:`.ascent` (``pullback_ascent``):
+   the vector fields and the ascent along them.
+2. :mod:`.rules`: one rule per kind of nonlinearity, each stating its backward plainly --
+   :mod:`.rules.relu` (the paper's soft gate ``gate(z / T)``), :mod:`.rules.max_pool` (the softmax pool's
+   gradient), :mod:`.rules.gated` (SiLU, GELU, Hardswish, LeakyReLU, Hardtanh), :mod:`.rules.layer_norm`,
+   :mod:`.rules.attention`; :mod:`.gates` the gates themselves.
+3. :mod:`.settings` (the composite: ``Settings``, one typed field per choice, one rule per kind) and
+   :mod:`.presets` (``"paper"``, ``"semantic"``).
+4. :mod:`.excitation` (``soft_backward``: which model, thread and settings a call runs under) and :mod:`.mode`
+   (``ExcitationMode``: routes one forward call's calls to the rules), on :mod:`.interception` (the function
+   families and the one interceptor).
+5. :mod:`.canonizers`: what puts a model's calls into the rules' form (ReLUs written another way, max reductions,
+   batch-norm recipes); :mod:`.optimised`: what makes the rules fast, each tested equal to its plain rule
+   (batch-norm recompute, the softmax pool's per-device backward, subnormal flushing), on :mod:`.policy` (per
+   device: flushing, chunk sizes, gather).
+6. :mod:`.surrogates` (what every ``autograd.Function`` of ours honours, ``SoftGate``, ``StraightThrough``),
+   :mod:`.recompute` (activation checkpoints, custom Functions), :mod:`.torch_private` (every private part of
+   torch the core uses, with a version check and plain fallbacks), :mod:`.captum_attribution`
+   (``ExcitationPullback``, Captum's face of the pullback).
 """

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -10,7 +11,8 @@ from tqdm.auto import tqdm
 
 from .gates import Gate, as_number
 from .pullback import Target, check_inputs, excitation_pullback, vanilla_gradient
-from .settings import make_settings
+from .rules import Rule
+from .settings import FollowsReLU, Settings, resolve_settings
 
 METHODS = ("pullback", "gradient")
 
@@ -32,10 +34,14 @@ def ascent_step(x: torch.Tensor, direction: torch.Tensor, alpha: float) -> torch
 
 
 def pullback_ascent(model: nn.Module, x: torch.Tensor, target: Target, steps: int = 5, alpha: float = 20.0,
-                    eps: float = 100.0, method: str = "pullback", temperature: float = 0.3,
-                    gate: str | Gate = "sigmoid", soft_maxpool: bool = True, return_trajectory: bool = False,
-                    progress: bool = False, initial_direction: torch.Tensor | None = None,
-                    **settings) -> torch.Tensor:
+                    eps: float = 100.0, method: str = "pullback", temperature: float | None = 0.3, gate: str | Gate = "sigmoid", *,
+                    pool_temperature: FollowsReLU = "relu", pool: str = "soft", silu_temperature: float | None = 1.6,
+                    gelu_temperature: float | None = 1.0, attention_temperature: float | None = 1.5,
+                    hardswish_temperature: float | None = 1.0, leaky_relu_temperature: FollowsReLU = "relu",
+                    hardtanh_temperature: FollowsReLU = "relu", layer_norm: str | None = "held", strict: bool = True,
+                    rules: Mapping[str, Rule] | None = None, preset: str | None = None, settings: Settings | None = None,
+                    return_trajectory: bool = False, progress: bool = False,
+                    initial_direction: torch.Tensor | None = None) -> torch.Tensor:
     """Follow the excitation pullback (or vanilla gradient) of logit ``target`` by projected L2 ascent.
 
     Each step adds ``alpha`` times the unit-L2 direction (per sample), projects onto the L2 ball of
@@ -49,8 +55,16 @@ def pullback_ascent(model: nn.Module, x: torch.Tensor, target: Target, steps: in
         alpha: L2 norm of each raw step, in [-1, 1] pixel units (default 20).
         eps: radius of the L2 ball around ``x`` (default 100; ``inf``: no ball).
         method: ``"pullback"`` (excitation pullback) or ``"gradient"`` (vanilla gradient).
-        temperature, gate, soft_maxpool, **settings: excitation pullback settings, every keyword
-            :func:`excitation_pullback` takes (ignored for "gradient").
+        temperature: ReLU gate temperature T > 0 (default 0.3); T -> 0 recovers the vanilla gradient; None keeps
+            the hard gate.
+        gate: the ReLU gate on ``z / T``: ``"sigmoid"`` (default), ``"normal_cdf"``, ``"softsign"`` or a callable.
+        pool_temperature, pool, silu_temperature, ..., strict, rules: the other fields of
+            :class:`~utils.core.settings.Settings`, same names and defaults (``pool_temperature=None``: hard
+            max-pools; ``strict=False``: keep the exact backward of nonlinearities with no rule).
+        preset: ``"paper"`` (the defaults) or ``"semantic"`` (:mod:`utils.core.presets`); keywords given beside it
+            with a value other than their default override it.
+        settings: a ready :class:`~utils.core.settings.Settings` instead of the keywords (all of them ignored
+            for ``"gradient"``).
         return_trajectory: return every iterate, ``(steps + 1, N, C, H, W)`` with index 0 the input
             and index k the image after k steps, instead of only the last one.
         progress: show a tqdm bar over steps.
@@ -60,6 +74,22 @@ def pullback_ascent(model: nn.Module, x: torch.Tensor, target: Target, steps: in
     Returns:
         Perturbed images (N, C, H, W) in [-1, 1], or the trajectory (see ``return_trajectory``); a new tensor
         that shares no memory with ``x`` (also for ``steps=0``).
+
+    Raises:
+        ValueError: an unknown ``method``, ``steps`` not a non-negative integer, ``alpha`` or ``eps`` not > 0,
+            ``initial_direction`` not shaped like ``x``; and what :func:`excitation_pullback` raises.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from utils import pullback_ascent
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+        >>> x = torch.rand(2, 3, 2, 2) * 2 - 1
+        >>> path = pullback_ascent(model, x, target=0, steps=3, alpha=0.5, return_trajectory=True)
+        >>> path.shape, bool(path.abs().max() <= 1)
+        (torch.Size([4, 2, 3, 2, 2]), True)
+        >>> bool(((path[-1] - x).flatten(1).norm(dim=1) <= 3 * 0.5 + 1e-6).all())
+        True
     """
     check_inputs(x)
     if method not in METHODS:
@@ -70,7 +100,11 @@ def pullback_ascent(model: nn.Module, x: torch.Tensor, target: Target, steps: in
     if not (0 < alpha < math.inf and eps > 0):  # (an infinite eps is no ball: unconstrained ascent)
         raise ValueError(f"alpha must be a finite number > 0 and eps a number > 0 (inf for no ball), "
                          f"got alpha={alpha!r}, eps={eps!r}")
-    chosen = make_settings(temperature=temperature, gate=gate, soft_maxpool=soft_maxpool, **settings)  # checked once
+    chosen = resolve_settings(
+        settings, preset, temperature=temperature, gate=gate, pool_temperature=pool_temperature, pool=pool,
+        silu_temperature=silu_temperature, gelu_temperature=gelu_temperature, attention_temperature=attention_temperature,
+        hardswish_temperature=hardswish_temperature, leaky_relu_temperature=leaky_relu_temperature,
+        hardtanh_temperature=hardtanh_temperature, layer_norm=layer_norm, strict=strict, rules=rules or {})  # checked once
 
     def direction(image):
         if method == "gradient":

@@ -10,6 +10,7 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 
 from .pullback import excitation_pullback
+from .settings import FIELDS
 
 
 class ExcitationPullback(GradientAttribution):
@@ -17,12 +18,29 @@ class ExcitationPullback(GradientAttribution):
 
     Args:
         model: classifier mapping (N, ...) to logits (N, num_classes), in eval mode.
-        **settings: default settings (every keyword of :func:`utils.core.pullback.excitation_pullback`:
-            ``temperature``, ``gate``, ``pool``, ``gelu_temperature``, ...); ``attribute`` may override them.
+        **settings: default settings: the keywords of :func:`utils.core.pullback.excitation_pullback`
+            (``temperature``, ``gate``, ``pool_temperature``, ..., ``preset``, ``settings``; the fields of
+            :class:`~utils.core.settings.Settings`); ``attribute`` may override them.
+
+    Raises:
+        TypeError: an unknown settings keyword (named at construction, not at the first attribution).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from utils import ExcitationPullback, excitation_pullback
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+        >>> x = torch.randn(2, 4)
+        >>> a = ExcitationPullback(model, temperature=0.5).attribute(x, target=2)
+        >>> torch.equal(a, excitation_pullback(model, x, 2, temperature=0.5))
+        True
     """
 
     def __init__(self, model: torch.nn.Module, **settings):
         super().__init__(model)
+        unknown = set(settings) - {*FIELDS, "preset", "settings"}
+        if unknown:
+            raise TypeError(f"unknown settings {sorted(unknown)}: choose from {[*FIELDS, 'preset', 'settings']}")
         self.settings = settings
 
     @log_usage()
@@ -34,6 +52,13 @@ class ExcitationPullback(GradientAttribution):
             target: class index (int) or one per sample (sequence or tensor of N ints); required.
             additional_forward_args: not supported (the model takes one input).
             **settings: excitation pullback settings, over those given to the constructor.
+
+        Returns:
+            The excitation pullback shaped like ``inputs`` (a 1-tuple for a 1-tuple).
+
+        Raises:
+            NotImplementedError: several inputs or ``additional_forward_args``.
+            ValueError: no ``target``.
         """
         as_tuple = isinstance(inputs, tuple)
         if as_tuple and len(inputs) != 1:

@@ -20,6 +20,7 @@ import functools
 import threading
 import types
 from copy import deepcopy
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -28,7 +29,9 @@ from .interception import MAXPOOL2D_FUNCTIONS, RELU_FUNCTIONS  # noqa: F401  (pu
 from . import torch_private as private
 from .mode import ExcitationMode, UnsupportedNonlinearityError, unsupported_modules  # noqa: F401
 from .recompute import inspect_graph
-from .settings import Settings, make_settings
+from .gates import Gate
+from .rules import Rule
+from .settings import FollowsReLU, Settings, resolve_settings
 
 
 # -- which settings apply where: per thread, per model, innermost first -------------------------------------------
@@ -228,8 +231,12 @@ def _check_model(model: nn.Module, settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def soft_backward(model: nn.Module, temperature: float = 0.3, gate="sigmoid", soft_maxpool: bool = True,
-                  **settings):
+def soft_backward(model: nn.Module, temperature: float | None = 0.3, gate: str | Gate = "sigmoid", *,
+                  pool_temperature: FollowsReLU = "relu", pool: str = "soft", silu_temperature: float | None = 1.6,
+                  gelu_temperature: float | None = 1.0, attention_temperature: float | None = 1.5,
+                  hardswish_temperature: float | None = 1.0, leaky_relu_temperature: FollowsReLU = "relu",
+                  hardtanh_temperature: FollowsReLU = "relu", layer_norm: str | None = "held", strict: bool = True,
+                  rules: Mapping[str, Rule] | None = None, preset: str | None = None, settings: Settings | None = None):
     """Within this block, ``model``'s backward pass is the excitation pullback; its forward is unchanged.
 
     Every call of a nonlinearity with a rule (:mod:`utils.core.rules`) in ``model.forward`` -- modules, reused
@@ -240,14 +247,37 @@ def soft_backward(model: nn.Module, temperature: float = 0.3, gate="sigmoid", so
     Args:
         model: any ``nn.Module`` (left in its train/eval mode; use eval for pullbacks); a ``torch.compile``d module
             runs its original module eagerly inside the block.
-        temperature: ReLU gate temperature T > 0 (default 0.3). T -> 0 gives the ordinary gradient.
-        gate: ``"sigmoid"`` (default), ``"normal_cdf"``, ``"softsign"`` or a callable on z / T.
-        soft_maxpool: replace the max-pool backward too (default True).
-        **settings: the other keywords of :func:`utils.core.settings.make_settings` (``pool_temperature``,
-            ``pool``, ``strict``, ``silu_temperature``, ``gelu_temperature``, ``attention_temperature``,
-            ``layer_norm``, ``rules``, ...), or ``settings=`` a ready :class:`~utils.core.settings.Settings`.
+        temperature: ReLU gate temperature T > 0 (default 0.3); T -> 0 recovers the vanilla gradient; None keeps
+            the hard gate.
+        gate: the ReLU gate on ``z / T``: ``"sigmoid"`` (default), ``"normal_cdf"``, ``"softsign"`` or a callable.
+        pool_temperature, pool, silu_temperature, ..., strict, rules: the other fields of
+            :class:`~utils.core.settings.Settings`, same names and defaults (``pool_temperature=None``: hard
+            max-pools; ``strict=False``: keep the exact backward of nonlinearities with no rule).
+        preset: ``"paper"`` (the defaults) or ``"semantic"`` (:mod:`utils.core.presets`); keywords given beside it
+            with a value other than their default override it.
+        settings: a ready :class:`~utils.core.settings.Settings` instead of the keywords.
 
-    Yields the same ``model`` object. Contexts nest (the innermost settings win, per thread) and may be used from
+    Yields:
+        The same ``model`` object.
+
+    Raises:
+        TypeError: a TorchScript module (it cannot be patched), a bad setting.
+        UnsupportedNonlinearityError: (``strict=True``) a submodule with no rule (ELU, MaxPool1d, ...), named on
+            entry; a call with no rule, named after the forward call.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from utils import soft_backward
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+        >>> x = torch.randn(2, 4, requires_grad=True)
+        >>> with soft_backward(model, temperature=0.3):
+        ...     y = model(x)
+        ...     y[:, 1].sum().backward()
+        >>> torch.equal(y, model(x)), x.grad.shape
+        (True, torch.Size([2, 4]))
+
+    The model is the same object; Contexts nest (the innermost settings win, per thread) and may be used from
     several threads at once, each thread getting its own settings. When the last context on the model exits,
     normally or by exception, in any order, the model is exactly as it was: the override of ``forward`` (an
     instance attribute) and the block's own pre- and forward hooks on the model and its submodules are removed; no
@@ -258,7 +288,11 @@ def soft_backward(model: nn.Module, temperature: float = 0.3, gate="sigmoid", so
     is another, unpatched model. The backward pass is not differentiable: ``create_graph=True`` and ``torch.func``
     transforms through the block raise.
     """
-    chosen = make_settings(temperature=temperature, gate=gate, soft_maxpool=soft_maxpool, **settings)
+    chosen = resolve_settings(
+        settings, preset, temperature=temperature, gate=gate, pool_temperature=pool_temperature, pool=pool,
+        silu_temperature=silu_temperature, gelu_temperature=gelu_temperature, attention_temperature=attention_temperature,
+        hardswish_temperature=hardswish_temperature, leaky_relu_temperature=leaky_relu_temperature,
+        hardtanh_temperature=hardtanh_temperature, layer_norm=layer_norm, strict=strict, rules=rules or {})
     with block(model, chosen):
         yield model
 

@@ -84,7 +84,29 @@ def as_number(value, name: str) -> float:
 
 
 def soft_gate(z: torch.Tensor, temperature: float = 0.3, gate: str | Gate = "sigmoid") -> torch.Tensor:
-    """``gate(z / T)``: the excitation of each unit, same shape as ``z``."""
+    """``gate(z / T)``: the excitation of each unit, the soft gate that replaces a ReLU's ``1[z > 0]``.
+
+    Args:
+        z: pre-activations, any shape.
+        temperature: T > 0 (default 0.3); T -> 0 gives the hard gate (0.5 at ``z = 0``).
+        gate: ``"sigmoid"`` (default), ``"normal_cdf"``, ``"softsign"`` (:data:`GATES`) or a callable on ``z / T``.
+
+    Returns:
+        A tensor shaped like ``z``, in [0, 1].
+
+    Raises:
+        ValueError: a temperature that is not > 0, or an unknown gate name.
+        TypeError: a temperature that is not a number.
+
+    Example:
+        >>> import torch
+        >>> from utils import soft_gate
+        >>> soft_gate(torch.tensor([-3.0, 0.0, 3.0]), temperature=0.3)
+        tensor([4.5398e-05, 5.0000e-01, 9.9995e-01])
+        >>> from utils import GATES
+        >>> sorted(GATES)
+        ['normal_cdf', 'sigmoid', 'softsign']
+    """
     return get_gate(gate)(z / check_temperature(temperature))
 
 

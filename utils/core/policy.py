@@ -27,7 +27,7 @@ import torch
 @dataclass(frozen=True)
 class Policy:
     """``flush_subnormals``: set gates and softmax weights below ``sqrt(finfo.tiny)`` to 0 (see
-    :func:`utils.core.surrogates.flush_tiny_`). ``pool_gather``: how the max-pool backward gathers window slots,
+    :func:`utils.core.optimised.flush.flush_tiny_`). ``pool_gather``: how the max-pool backward gathers window slots,
     ``"slices"`` (one strided slice per slot) or ``"unfold"`` (all at once). ``pool_chunk_bytes``: the most bytes one max-pool backward
     temporary may take before the planes are split into chunks (None: a device-sized budget)."""
 

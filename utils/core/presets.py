@@ -1,8 +1,8 @@
 """Named settings of the excitation pullback: the paper's first version and the Semantic Pullbacks version.
 
-``preset="paper"`` or ``preset="semantic"`` is accepted wherever the settings keywords are
-(:func:`~utils.core.settings.make_settings`, ``soft_backward``, ``excitation_pullback``, ``pullback_ascent``);
-keywords given beside it with a value other than their default override the preset's.
+``preset="paper"`` or ``preset="semantic"`` is accepted wherever the settings keywords are (``soft_backward``,
+``excitation_pullback``, ``pullback_ascent``, ``ExcitationPullback``); keywords given beside it with a value other
+than their default override the preset's. ``preset_settings(name)`` is the :class:`~utils.core.settings.Settings`.
 
 =================  ==========================================  ================================================
 nonlinearity       ``"paper"`` (arXiv:2507.22832 v1; default)  ``"semantic"`` (v5/v6, *Semantic Pullbacks*)
@@ -41,11 +41,14 @@ PRESETS: dict[str, dict] = {
     "semantic": dict(temperature=0.6, gate="normal_cdf", pool="detached", pool_temperature=0.3,
                      silu_temperature=1.6, gelu_temperature=1.0, layer_norm="held", attention_temperature=1.0),
 }
-"""Preset name -> the :func:`~utils.core.settings.make_settings` keywords it stands for ("paper": the defaults)."""
+"""Preset name -> the :class:`~utils.core.settings.Settings` fields it sets ("paper": the defaults)."""
 
 
-def preset_keywords(name: str) -> dict:
-    """The keywords of preset ``name`` (a ValueError naming the presets for an unknown one)."""
+def preset_settings(name: str):
+    """The :class:`~utils.core.settings.Settings` of preset ``name`` (a ValueError naming the presets for an unknown
+    one)."""
+    from .settings import Settings
+
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
-    return dict(PRESETS[name])
+    return Settings(**PRESETS[name])

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from .excitation import block
-from .settings import make_settings
 from . import torch_private as private
+from .excitation import block
 from .gates import Gate
+from .rules import Rule
+from .settings import FollowsReLU, Settings, resolve_settings
 from .surrogates import inputs_only
 
 Target = int | Sequence[int] | torch.Tensor
@@ -129,32 +130,75 @@ def vanilla_gradient(model: nn.Module, x: torch.Tensor, target: Target) -> torch
 
     Returns:
         d logit_target / d x, same shape, dtype and device as ``x`` (logit units per input unit).
+
+    Raises:
+        TypeError, ValueError, IndexError: as :func:`excitation_pullback` (bad inputs, targets or model output).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from utils import vanilla_gradient
+        >>> model = nn.Linear(3, 2)
+        >>> torch.equal(vanilla_gradient(model, torch.randn(4, 3), 1), model.weight[1].detach().expand(4, 3))
+        True
     """
     return input_gradient(model, x, target)
 
 
-def excitation_pullback(model: nn.Module, x: torch.Tensor, target: Target, temperature: float = 0.3,
-                        gate: str | Gate = "sigmoid", soft_maxpool: bool = True, **settings) -> torch.Tensor:
+def excitation_pullback(model: nn.Module, x: torch.Tensor, target: Target, temperature: float | None = 0.3, gate: str | Gate = "sigmoid", *,
+                        pool_temperature: FollowsReLU = "relu", pool: str = "soft", silu_temperature: float | None = 1.6,
+                        gelu_temperature: float | None = 1.0, attention_temperature: float | None = 1.5,
+                        hardswish_temperature: float | None = 1.0, leaky_relu_temperature: FollowsReLU = "relu",
+                        hardtanh_temperature: FollowsReLU = "relu", layer_norm: str | None = "held", strict: bool = True,
+                        rules: Mapping[str, Rule] | None = None, preset: str | None = None, settings: Settings | None = None) -> torch.Tensor:
     """The excitation pullback of logit ``target``: its gradient with soft ReLU gates (and soft max-pools).
 
-    Same forward as ``model(x)``; in the backward pass each ReLU passes ``gate(z / temperature)``
-    of its pre-activation instead of ``1[z > 0]``, each 2-D max-pool the gradient of a softmax pool, and SiLU,
-    GELU, LayerNorm, attention, ... their rules (:mod:`utils.core.rules`).
-    For a bias-free MLP this is ``e_target^T D_L W_L ... D_1 W_1`` with ``D_l = diag(gate(z_l / T))``.
+    Same forward as ``model(x)``; in the backward pass each ReLU passes ``gate(z / temperature)`` of its
+    pre-activation instead of ``1[z > 0]`` (the rule: :mod:`utils.core.rules.relu`), each 2-D max-pool the
+    gradient of a softmax pool (:mod:`utils.core.rules.max_pool`), and SiLU, GELU, LayerNorm, attention, ...
+    their rules (:mod:`utils.core.rules`). For a bias-free MLP this is ``e_target^T D_L W_L ... D_1 W_1`` with
+    ``D_l = diag(gate(z_l / T))``.
 
     Args:
         model: classifier mapping (N, ...) to logits (N, num_classes), in eval mode.
         x: inputs (N, ...), e.g. images (N, 3, H, W) in [-1, 1].
         target: class index (int) or one per sample (sequence or tensor of N ints).
-        temperature: gate temperature T > 0 (default 0.3); T -> 0 recovers :func:`vanilla_gradient`.
-        gate: ``"sigmoid"`` (default), ``"normal_cdf"``, ``"softsign"`` or a callable.
-        soft_maxpool: also soften max-pool gradients (default True).
-        **settings: the other keywords of :func:`utils.core.settings.make_settings` (``pool_temperature``,
-            ``pool``, ``strict``, ``silu_temperature``, ``gelu_temperature``, ``attention_temperature``,
-            ``layer_norm``, ``rules``, ``settings``), as for :func:`utils.core.excitation.soft_backward`.
+        temperature: ReLU gate temperature T > 0 (default 0.3); T -> 0 recovers the vanilla gradient; None keeps
+            the hard gate.
+        gate: the ReLU gate on ``z / T``: ``"sigmoid"`` (default), ``"normal_cdf"``, ``"softsign"`` or a callable.
+        pool_temperature, pool, silu_temperature, ..., strict, rules: the other fields of
+            :class:`~utils.core.settings.Settings`, same names and defaults (``pool_temperature=None``: hard
+            max-pools; ``strict=False``: keep the exact backward of nonlinearities with no rule).
+        preset: ``"paper"`` (the defaults) or ``"semantic"`` (:mod:`utils.core.presets`); keywords given beside it
+            with a value other than their default override it.
+        settings: a ready :class:`~utils.core.settings.Settings` instead of the keywords.
 
     Returns:
-        Tensor shaped like ``x`` (same dtype and device).
+        Tensor shaped like ``x`` (same dtype and device): d logit_target / d x with the soft gates, in logit units
+        per input unit.
+
+    Raises:
+        TypeError: ``x`` not a floating-point tensor, ``target`` not integer class indices, a bad setting.
+        ValueError: ``x`` not a batch, ``model`` not mapping it to logits (N, num_classes), a bad setting.
+        IndexError: a target outside the model's classes.
+        UnsupportedNonlinearityError: (``strict=True``) a nonlinearity with no rule, named.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from utils import excitation_pullback, vanilla_gradient
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+        >>> x = torch.randn(2, 4)
+        >>> field = excitation_pullback(model, x, target=1)
+        >>> field.shape
+        torch.Size([2, 4])
+        >>> torch.allclose(excitation_pullback(model, x, 1, temperature=1e-6), vanilla_gradient(model, x, 1))
+        True
     """
-    chosen = make_settings(temperature=temperature, gate=gate, soft_maxpool=soft_maxpool, **settings)
+    chosen = resolve_settings(
+        settings, preset, temperature=temperature, gate=gate, pool_temperature=pool_temperature, pool=pool,
+        silu_temperature=silu_temperature, gelu_temperature=gelu_temperature, attention_temperature=attention_temperature,
+        hardswish_temperature=hardswish_temperature, leaky_relu_temperature=leaky_relu_temperature,
+        hardtanh_temperature=hardtanh_temperature, layer_norm=layer_norm, strict=strict, rules=rules or {})
     return input_gradient(model, x, target, block(model, chosen, submodules=False))  # it calls only the model

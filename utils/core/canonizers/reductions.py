@@ -2,7 +2,7 @@
 
 ``x.amax(dim=(2, 3))`` computes what ``AdaptiveMaxPool2d(1)`` does, and ``max(x, dim).values`` and ``topk(x, 1)`` a
 max over one dimension; each back-propagates like the softmax pool over the reduced elements
-(:class:`~utils.core.pooling.SoftMaxReduce`), at the max-pool rule's temperature and variant; with the rule off
+(:class:`~utils.core.rules.max_pool.SoftMaxReduce`), at the max-pool rule's temperature and variant; with the rule off
 (``pool_temperature=None``) they keep their hard backward. Min reductions (``amin``, ``min(x, dim)``,
 ``topk(x, 1, largest=False)``) are the mirror image, ``min(x) = -max(-x)``.
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from . import interception as calls
-from .pooling import SoftMaxReduce
+from .. import interception as calls
+from ..rules.max_pool import SoftMaxReduce
 
 
 def _dims(dim, ndim: int) -> tuple[int, ...]:
@@ -40,7 +40,7 @@ class MaxReductions:
     def _soften(self, func, args, kwargs, dims, keepdim, sign):
         x = args[0]
         rule = self.settings.rule("max_pool")
-        if rule is None or rule.variant == "hard":
+        if rule is None:
             return func(*args, **kwargs)
         made = []
 

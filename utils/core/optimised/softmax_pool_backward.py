@@ -1,8 +1,6 @@
-"""The soft max-pool: ``F.max_pool2d`` forward bit for bit, the softmax pool's gradient backward.
+"""The softmax pool's gradient for :class:`~utils.core.rules.max_pool.SoftMaxPool2d`, computed per device.
 
-The softmax pool of a window is ``sum_i x_i softmax(x / T)_i``; :class:`SoftMaxPool2d` back-propagates its
-gradient straight-through (``hard.detach() + (soft - soft.detach())``) without building ``soft`` in the forward
-pass. On a GPU the backward gathers every window slot with one ``unfold`` and scatters the gradient back with one
+On a GPU the backward gathers every window slot with one ``unfold`` and scatters the gradient back with one
 ``fold``, a fixed number of kernels per call; on a CPU it slices slot by slot, a few cache-sized planes at a time,
 which is faster there (:mod:`~utils.core.policy`).
 """
@@ -11,9 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .policy import policy_for
-from .torch_private import pair
-from .surrogates import _exponent_floor, exp_flushed_, flush_tiny_, refuse_create_graph
+from ..torch_private import pair
+from .flush import _exponent_floor, exp_flushed_, flush_tiny_
 
 
 def pool_geometry(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool):
@@ -57,41 +54,6 @@ def crop_padding(grid: torch.Tensor, geometry) -> torch.Tensor:
     return F.pad(grid, (-left, -right, -top, -bottom))
 
 
-def softmax_pool2d(x: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-                   temperature: float = 0.3) -> torch.Tensor:
-    """The softmax pool ``sum_i x_i softmax(x / T)_i`` over max-pool windows; differentiable.
-
-    Same windows as ``F.max_pool2d`` with the same arguments (padded slots take no weight); input
-    (N, C, H, W), output (N, C, H_out, W_out). Tends to the max pool as T -> 0 and to the mean of
-    each window as T -> inf.
-    """
-    padded, geometry = pad_for_windows(x, kernel_size, stride, padding, dilation, ceil_mode)
-    windows = torch.stack([padded[index] for index in window_slots(geometry)])
-    return (windows * torch.softmax(windows / temperature, dim=0)).sum(0)
-
-
-class SoftMaxPool2d(torch.autograd.Function):
-    """``F.max_pool2d`` whose backward is the softmax pool's gradient at temperature T."""
-
-    @staticmethod
-    def forward(ctx, x, temperature, kernel_size, stride, padding, dilation, ceil_mode, detached: bool = False):
-        out = F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
-        ctx.save_for_backward(x, out)
-        policy = policy_for(x.device)
-        ctx.temperature, ctx.detached, ctx.flush = temperature, detached, policy.flush_subnormals
-        ctx.chunk, ctx.gather = policy.pool_chunk_slots(x.device, x.element_size()), policy.pool_gather
-        ctx.pool = (kernel_size, stride, padding, dilation, ceil_mode)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        refuse_create_graph()
-        x, hard = ctx.saved_tensors
-        grad = softmax_pool2d_backward(x, hard, grad_out, ctx.pool, ctx.temperature, chunk=ctx.chunk,
-                                       detached=ctx.detached, flush=ctx.flush, gather=ctx.gather)
-        return grad, None, None, None, None, None, None, None
-
-
 def softmax_pool2d_backward(x, hard, grad_out, pool, temperature: float, chunk: int | None = None,
                             detached: bool = False, flush: bool = True, gather: str = "unfold") -> torch.Tensor:
     """Gradient w.r.t. ``x`` (N, C, H, W) or (C, H, W) of the softmax pool, given the hard max pool ``hard`` of ``x``
@@ -106,7 +68,7 @@ def softmax_pool2d_backward(x, hard, grad_out, pool, temperature: float, chunk: 
     ``s_k`` times the incoming one, without the ``(1 + (x_k - p) / T)`` factor.
 
     ``chunk``: at most about this many window slots (elements of one temporary) at a time, whole (sample, channel)
-    planes each (None: all at once). ``flush``: tiny softmax weights set to 0 (:func:`surrogates.flush_tiny_`).
+    planes each (None: all at once). ``flush``: tiny softmax weights set to 0 (:func:`~utils.core.optimised.flush.flush_tiny_`).
     ``gather``: ``"unfold"`` (one ``unfold`` and one ``fold`` per chunk: a fixed number of operations, for GPUs) or
     ``"slices"`` (a strided slice per window slot into slot-major temporaries: faster on CPUs).
     """
@@ -208,38 +170,3 @@ def _tiles(t: torch.Tensor, kernel, out_size) -> torch.Tensor:
     """View of ``t`` (P, 1, H, W) as (P, 1, H_out, kh, W_out, kw): window (i, j), slot (a, b) at [..., i, a, j, b]."""
     (kh, kw), (oh, ow) = kernel, out_size
     return t[..., :oh * kh, :ow * kw].unflatten(-1, (ow, kw)).unflatten(-3, (oh, kh))
-
-
-class SoftMaxReduce(torch.autograd.Function):
-    """A hard max (or min) reduction over ``dims`` (``amax``, ``max(dim)``, ``topk(1)``, ...), its forward ``run(x)``
-    bit for bit; backward the softmax pool's over the same elements, as :class:`SoftMaxPool2d` for a window that
-    covers ``dims`` (``amax(dim=(2, 3))`` back-propagates like ``AdaptiveMaxPool2d(1)``). A min reduction is the
-    mirror image, ``min(x) = -max(-x)``: weights ``softmax(-x / T)``. ``run`` returns the values, or a tuple whose
-    first item is the values (the rest, indices, are not differentiable)."""
-
-    @staticmethod
-    def forward(ctx, x, run, dims: tuple, keepdim: bool, temperature: float, detached: bool, sign: float):
-        out = run(x)
-        values = out if isinstance(out, torch.Tensor) else out[0]
-        ctx.save_for_backward(x, values)
-        ctx.dims, ctx.keepdim, ctx.temperature, ctx.detached, ctx.sign = dims, keepdim, temperature, detached, sign
-        if isinstance(out, torch.Tensor):
-            return out
-        ctx.mark_non_differentiable(*out[1:])
-        return tuple(out)
-
-    @staticmethod
-    def backward(ctx, grad_values, *unused):
-        refuse_create_graph()
-        x, values = ctx.saved_tensors
-        if not ctx.keepdim:
-            for d in sorted(ctx.dims):
-                values, grad_values = values.unsqueeze(d), grad_values.unsqueeze(d)
-        u = (x - values).mul_(ctx.sign / ctx.temperature)  # (x - max) / T <= 0, mirrored for a min
-        e = exp_flushed_(u.clone())
-        total = e.sum(ctx.dims, keepdim=True)
-        if ctx.detached:
-            return e.mul_(grad_values / total), None, None, None, None, None, None
-        r = (u * e).sum(ctx.dims, keepdim=True).div_(total)  # (p - max) / T
-        grad = e.mul_(u.sub_(r).add_(1.0)).mul_(grad_values / total)  # s_k (1 + (x_k - p) / T) g
-        return grad, None, None, None, None, None, None

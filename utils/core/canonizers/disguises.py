@@ -14,7 +14,7 @@ Recognised (forward: the call as made; backward: a rule's):
 Named as having no rule (strict raises; otherwise the exact backward): ``clamp`` with tensor bounds,
 ``maximum`` / ``minimum`` of two tensors, ``where`` and products whose mask compares ``z`` itself in another way
 (``where(z > 0, z, 0.1 * z)``, ``z * (z > 1)``, ``z.masked_fill(z > 0, 0)``), ``masked_fill`` by a mask that
-compares another tensor, ``threshold`` at other values. (Max and min reductions: :mod:`utils.core.reductions`.)
+compares another tensor, ``threshold`` at other values. (Max and min reductions: :mod:`utils.core.canonizers.reductions`.)
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from . import interception as calls
+from .. import interception as calls
 
 _KEPT = 4  # recent comparisons and zero tensors remembered
 _REDUCING = (torch.max, torch.Tensor.max, torch.min, torch.Tensor.min)  # also reductions (of one tensor)
