@@ -101,7 +101,7 @@ class PretrainedUnavailableError(RuntimeError):
 
     Attributes:
         args: ``(message,)``: what failed to download, the error behind it, and the offline model to use instead.
-        __cause__: the download's own error (an ``OSError``, ``urllib.error.URLError`` or HTTP error).
+        __cause__: whatever the download raised (e.g. ``urllib.error.URLError``, an HTTP error or an ``OSError``).
 
     Example:
         >>> from utils import PretrainedUnavailableError, load_model
@@ -138,7 +138,8 @@ class Normalize(nn.Module):
         std: buffer (1, C, 1, 1) holding ``std``.
 
     Raises:
-        RuntimeError: when called on inputs whose channel count is not ``len(mean)`` (torch's broadcasting error).
+        RuntimeError: when called on inputs whose channel count is neither ``len(mean)`` nor 1 (torch's
+            broadcasting error; a single channel broadcasts to ``len(mean)``).
 
     Example:
         >>> import torch
