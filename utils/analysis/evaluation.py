@@ -75,19 +75,47 @@ def evaluate_explainers(model: nn.Module, images: torch.Tensor, targets, explain
                         seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
     """Score explainers with the Semantic Pullbacks table's metrics, per image.
 
+    Each explainer explains every image once; each metric then scores every explainer's attributions (Max.Sens
+    and Rand.Logit call the explainers again). Work that does not depend on the attribution is shared among the
+    explainers, and each metric draws from a generator of its own, so choosing fewer metrics or explainers
+    changes no other score.
+
     Args:
         model: classifier on images in [-1, 1], (N, 3, H, W) -> logits (N, classes), in eval mode.
-        images: (N, 3, H, W) in [-1, 1], on the model's device.
-        targets: the class explained, an int or one index per image.
-        explainers: row names of :data:`utils.analysis.explainers.EXPLAINERS` (default: every row the model
-            can run) or a mapping name -> ``explainer(model, images, targets)``.
+        images: float (N, 3, H, W) in [-1, 1], on the model's device.
+        targets: the class explained: an int for every image, or one index per image (sequence or tensor (N,)).
+        explainers: row names of :data:`utils.analysis.explainers.EXPLAINERS` (one name or several; default None:
+            every row the model can run, up to 16, the smoothing ones 50-100 backward passes each) or a mapping
+            name -> ``explainer(model, images, targets)`` returning attributions shaped like ``images``.
         metrics: column names of :data:`utils.analysis.metrics.METRICS` ("Infidelity", "Faith.Corr",
-            "Faith.Est", "Mono.Corr", "Max.Sens", "Rand.Logit"; default all).
-        seed: seeds every random draw (noisy explainers, metric perturbations): the same seed, the same scores.
+            "Faith.Est", "Mono.Corr", "Max.Sens", "Rand.Logit"; one name or several; default None: all).
+        seed: seeds every random draw (noisy explainers, metric perturbations): the same seed, the same scores
+            (default 0).
 
     Returns:
-        ``{metric: {explainer: scores}}``, scores a float64 CPU tensor (N,) in image order (lower is better for
-        Infidelity, Max.Sens and Rand.Logit: ``METRICS[name].lower_is_better``).
+        ``{metric: {explainer: scores}}`` in the order asked for, scores a float64 CPU tensor (N,) in image order
+        (lower is better for Infidelity, Max.Sens and Rand.Logit: ``METRICS[name].lower_is_better``).
+
+    Raises:
+        TypeError: ``images`` is not a floating-point tensor, or ``targets`` holds no integer class indices.
+        ValueError: ``images`` is not a batch (N, C, H, W); ``targets`` has neither one index nor N; an unknown
+            explainer or metric name; a Grad-CAM row named for a model with no known Grad-CAM layer.
+        IndexError: a target outside the model's classes.
+
+    Example:
+        >>> import torch
+        >>> from utils import evaluate_explainers, load_model, paper_batch
+        >>> model = load_model("bundled", "cpu")
+        >>> images = paper_batch(size=64, classes=(0, 2))[0]  # two images, 64 px to keep it quick
+        >>> scores = evaluate_explainers(model, images, [0, 2], explainers=["SoftPullback", "Gradient"],
+        ...                              metrics=["Faith.Corr", "Infidelity"], seed=0)
+        >>> list(scores), list(scores["Faith.Corr"])
+        (['Faith.Corr', 'Infidelity'], ['SoftPullback', 'Gradient'])
+        >>> scores["Infidelity"]["Gradient"].shape, scores["Infidelity"]["Gradient"].dtype
+        (torch.Size([2]), torch.float64)
+        >>> again = evaluate_explainers(model, images, [0, 2], explainers=["Gradient"], metrics="Infidelity", seed=0)
+        >>> torch.equal(again["Infidelity"]["Gradient"], scores["Infidelity"]["Gradient"])  # seeded per metric
+        True
     """
     check_inputs(images)
     with torch.no_grad():

@@ -299,13 +299,34 @@ def paper_batch(root: str | os.PathLike | None = None, seed: int = 314, size: in
             ``imagenette2-160``); None (default) reads the same five files from ``data/examples``,
             where they were copied byte for byte from the 224px copy, so the tensors are identical
             to ``paper_batch(<224px copy>)`` for the default seed (other seeds need the full split).
-        seed: the loader's seed (314 in the paper).
-        size: output side length in pixels.
-        classes: Imagenette indices of the rows, in row order.
+        seed: the loader's seed (default 314, the paper's).
+        size: output side length in pixels (default 224): the shorter side is resized to it, the centre cropped.
+        classes: Imagenette indices (0-9) of the rows, in row order (default :data:`PAPER_CLASSES`,
+            ``(0, 2, 4, 6, 8)``).
 
     Returns:
-        ``(images, labels, paths)``: images (5, 3, size, size) in [-1, 1], Imagenette labels (5,)
-        in row order, and the source file paths.
+        ``(images, labels, paths)``: images, float32 (len(classes), 3, size, size) in [-1, 1] (5 by default);
+        Imagenette labels, int64 (len(classes),), in row order; and the source file paths (strings).
+
+    Raises:
+        ValueError: ``root`` is None and ``seed`` is not 314 (the examples hold that seed's picks only), or
+            ``root``'s ``val/`` does not hold the ten Imagenette classes.
+        FileNotFoundError: ``root`` is None and an example is missing (the message says how to create them),
+            or ``root`` has no ``val/`` folder.
+        KeyError: ``root`` is None and a class in ``classes`` is not in 0-9.
+        OSError: an image file cannot be decoded (the message names it).
+
+    Example:
+        >>> from utils import paper_batch
+        >>> images, labels, paths = paper_batch()  # the five files in data/examples: no dataset needed
+        >>> images.shape, images.dtype
+        (torch.Size([5, 3, 224, 224]), torch.float32)
+        >>> labels.tolist()
+        [0, 2, 4, 6, 8]
+        >>> bool(images.min() >= -1 and images.max() <= 1)
+        True
+        >>> paper_batch(size=64, classes=(4,))[0].shape  # one row, smaller
+        torch.Size([1, 3, 64, 64])
     """
     if root is None:
         if seed != EXAMPLE_SEED:

@@ -94,7 +94,27 @@ BUNDLED_EXTRA = 1  # English springer
 
 
 class PretrainedUnavailableError(RuntimeError):
-    """Pretrained weights could not be downloaded (e.g. no internet access)."""
+    """The ImageNet weights of a paper model could not be downloaded (e.g. no internet access).
+
+    Raised by :func:`load_model` for ``"resnet50"``, ``"vgg11_bn"`` and ``"densenet121"`` when torch.hub has no
+    cached copy and the download fails; the networks trained on Imagenette (``"bundled"``, ...) never raise it.
+
+    Attributes:
+        args: ``(message,)``: what failed to download, the error behind it, and the offline model to use instead.
+        __cause__: whatever the download raised (e.g. ``urllib.error.URLError``, an HTTP error or an ``OSError``).
+
+    Example:
+        >>> from utils import PretrainedUnavailableError, load_model
+        >>> def load_or_bundled(name):
+        ...     try:
+        ...         return load_model(name, "cpu")
+        ...     except PretrainedUnavailableError:  # offline, and no copy in torch.hub's cache
+        ...         return load_model("bundled", "cpu")
+        >>> load_or_bundled("bundled").name
+        'bundled'
+        >>> issubclass(PretrainedUnavailableError, RuntimeError)
+        True
+    """
 
 
 def default_device() -> torch.device:
@@ -105,7 +125,30 @@ def default_device() -> torch.device:
 class Normalize(nn.Module):
     """Map images in [-1, 1] to ``(x01 - mean) / std`` with ``x01 = (x + 1) / 2``, channel-wise.
 
-    Input and output (N, C, H, W); ``mean`` and ``std`` are in [0, 1] pixel units (ImageNet's by default).
+    A model's first module when its network expects ImageNet-normalised inputs (the paper's torchvision models);
+    calling it maps (N, C, H, W) to (N, C, H, W), same dtype and device.
+
+    Args:
+        mean: per-channel mean, in [0, 1] pixel units (default: ImageNet's, ``(0.485, 0.456, 0.406)``).
+        std: per-channel standard deviation, in [0, 1] pixel units (default: ImageNet's,
+            ``(0.229, 0.224, 0.225)``).
+
+    Attributes:
+        mean: buffer (1, C, 1, 1) holding ``mean`` (moves with ``.to(device)``, saved in the state dict).
+        std: buffer (1, C, 1, 1) holding ``std``.
+
+    Raises:
+        RuntimeError: when called on inputs whose channel count is neither ``len(mean)`` nor 1 (torch's
+            broadcasting error; a single channel broadcasts to ``len(mean)``).
+
+    Example:
+        >>> import torch
+        >>> from utils import Normalize
+        >>> Normalize().mean.shape
+        torch.Size([1, 3, 1, 1])
+        >>> halves = Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # maps [-1, 1] to itself
+        >>> halves(torch.tensor([-1.0, 0.0, 1.0]).view(1, 3, 1, 1)).flatten().tolist()
+        [-1.0, 0.0, 1.0]
     """
 
     def __init__(self, mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225)):
@@ -120,9 +163,35 @@ class Normalize(nn.Module):
 class Classifier(nn.Module):
     """``net(normalize(x))`` for x in [-1, 1] of shape (N, 3, H, W) -> logits (N, len(class_names)).
 
+    What :func:`load_model` returns, and the model every function of :mod:`utils` takes: images in [-1, 1]
+    whatever the network was trained on, plus the names the figures and the explorer show.
+
+    Args:
+        net: the network, (N, 3, H, W) -> logits (N, len(class_names)).
+        normalize: maps images in [-1, 1] to what ``net`` expects: a :class:`Normalize`, or ``nn.Identity()``
+            for a network that takes [-1, 1] as it is (those trained here).
+        class_names: one name per logit, in logit order.
+        name: the model's name (``"resnet50"``, ..., ``"bundled"``; the explorer's list shows it).
+
     Attributes:
+        net: the network given.
+        normalize: the normalisation given.
         name: model name (``"resnet50"``, ..., ``"bundled"``).
         class_names: list of class names, index = logit index.
+
+    Raises:
+        TypeError: ``class_names`` is not iterable. Calling the model raises what ``normalize`` or ``net`` raise.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from utils import Classifier, Normalize
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        >>> model = Classifier(net, Normalize(), ["cat", "dog"], "tiny").eval()
+        >>> model(torch.zeros(5, 3, 32, 32)).shape
+        torch.Size([5, 2])
+        >>> model.name, model.class_names[1]
+        ('tiny', 'dog')
     """
 
     def __init__(self, net: nn.Module, normalize: nn.Module, class_names: Sequence[str], name: str):
@@ -210,14 +279,35 @@ def load_model(name: str, device: str | torch.device | None = None, pretrained: 
 
     Args:
         name: ``"resnet50"``, ``"vgg11_bn"``, ``"densenet121"`` (torchvision, ``IMAGENET1K_V1`` weights
-            through the weights API, 1000 ImageNet logits) or a network trained here on Imagenette
-            (:data:`TRAINED`: ``"bundled"``, ``"bundled_seed1"``, ``"bundled_plain"``; 10 logits, no download).
-        device: where to put it.
-        pretrained: False builds the architecture with random weights (no download; for tests).
+            through the weights API, downloaded on first use into torch.hub's cache, 1000 ImageNet logits) or a
+            network trained here on Imagenette (:data:`TRAINED`: ``"bundled"``, ``"bundled_seed1"``,
+            ``"bundled_plain"``, ``"resnet50_imagenette"``, ``"densenet121_imagenette"``; committed weights,
+            10 logits, no download; :data:`OFFLINE_DEFAULT` is the one the notebook uses offline).
+        device: where to put it (default None: CUDA when available, else the CPU).
+        pretrained: True (default) loads the weights; False builds the architecture with random weights
+            (no download, no file read; for tests).
+
+    Returns:
+        A :class:`Classifier` in eval mode on ``device``, float32, mapping images (N, 3, H, W) in [-1, 1] to
+        logits (N, 1000) or (N, 10); ``class_names`` and ``name`` set.
 
     Raises:
-        PretrainedUnavailableError: the ImageNet weights cannot be downloaded.
-        FileNotFoundError: a trained network's weights are missing (the message gives the training command).
+        ValueError: ``name`` is none of the models above.
+        PretrainedUnavailableError: the ImageNet weights are not cached and cannot be downloaded.
+        FileNotFoundError: a trained network's weights file is missing (the message gives the training command).
+        utils.models.integrity.WeightsFileError: a weights file is damaged: a committed one differs from its
+            recorded size or SHA-256, or torch.hub's cached copy fails its hash (the message says how to restore it).
+
+    Example:
+        >>> import torch
+        >>> from utils import load_model
+        >>> model = load_model("bundled", "cpu")  # committed weights: no download
+        >>> model.name, len(model.class_names), model.training
+        ('bundled', 10, False)
+        >>> model(torch.zeros(2, 3, 64, 64)).shape  # any side divisible by 32
+        torch.Size([2, 10])
+        >>> load_model("resnet50", "cpu", pretrained=False).class_names[:2]  # random weights, no download
+        ['tench', 'goldfish']
     """
     if name in TRAINED:
         model = bundled_model(trained_weights(name) if pretrained else None, name)
@@ -233,6 +323,28 @@ def paper_targets(model: Classifier) -> tuple[list[int], list[str]]:
 
     The five row classes (tench, cassette player, church, garbage truck, golf ball) and "ostrich";
     for the 10-class Imagenette models, which have no ostrich, the English springer stands in.
+
+    Args:
+        model: a :class:`Classifier` from :func:`load_model`. A ``model.name`` in :data:`TRAINED` (10 Imagenette
+            logits) gets the Imagenette columns; any other name, the ImageNet ones (1000 logits).
+
+    Returns:
+        ``(indices, labels)``: six logit indices of ``model`` (ints, in column order) and their six labels
+        (strings; for an ImageNet model ``model.class_names`` at those indices).
+
+    Raises:
+        AttributeError: ``model`` has no ``name`` (a bare network: wrap it in a :class:`Classifier`).
+        IndexError: a model not in :data:`TRAINED` with fewer than 1000 class names.
+
+    Example:
+        >>> from utils import load_model, paper_targets
+        >>> indices, labels = paper_targets(load_model("bundled", "cpu"))
+        >>> indices
+        [0, 2, 4, 6, 8, 1]
+        >>> labels[-1]
+        'English springer (for ostrich)'
+        >>> paper_targets(load_model("resnet50", "cpu", pretrained=False))[0]  # ImageNet indices
+        [0, 482, 497, 569, 574, 9]
     """
     if model.name in TRAINED:
         indices = [*PAPER_CLASSES, BUNDLED_EXTRA]

@@ -19,8 +19,8 @@ k with target ``c = SIX[k % 6]``) this also takes a *mismatched* target ``c' = S
 Checked parts, resuming, the identity in ``config.json`` and torchrun sharding are those of every runner
 (:func:`utils.experiments.runner.run_parts`); rank 0 writes ``scores.csv``, ``summary.csv`` and ``paired.csv`` (pullback minus gradient per image).
 
-Cost: four backward passes per image and model, no ascent. 500 images and the three trained models took
-6.6 minutes with two processes on the 2-core CPU here (the sum of each rank's timing file).
+Cost: four backward passes per image and model, no ascent (measured time: ``benchmarks/README.md``, "What the
+studies cost").
 """
 from __future__ import annotations
 

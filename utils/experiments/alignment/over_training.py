@@ -27,9 +27,8 @@ method x temperature; :func:`.report.curve_table` compares the first epoch with 
 ``config.json`` holds the SHA-256 of every checkpoint's model state, so a checkpoint rewritten with other
 weights is refused on resume.
 
-Cost: per model, five fields and two ascents (about half the backward passes of :mod:`.run`'s batches). On
-the shared 2-core CPU (load ~3.4) the fields of 2 images at 224 px took 9.4 s for a poolresnet: ~50 s per batch
-of 10 and model, so ~1.7 h for the default (2 runs x 6 epochs x 100 images).
+Cost: per model, five fields and two ascents (about half the backward passes of :mod:`.run`'s batches); the
+default is 2 runs x 6 epochs x 100 images (measured time: ``benchmarks/README.md``, "What the studies cost").
 """
 from __future__ import annotations
 

@@ -29,9 +29,8 @@ Image batches and groups of mosaics are checked parts under ``<out>/parts/``, ru
 sharded, resumed and single runs agree.
 
 Cost: almost all of it is the ascent (``steps`` backward passes per temperature and model; each ascent starts
-from the field already computed). With the three bundled-size models on 2 CPU cores (two training jobs at nice
-19 beside it) a batch of 10 images at 224 px took 55 s wall (107 s CPU) and a group of 2 mosaics 19 s: about
-46 + 8 min for the default 500 images and 50 mosaics.
+from the field already computed). Measured times of a batch, a group of mosaics and the default run are in
+``benchmarks/README.md`` ("What the studies cost").
 """
 from __future__ import annotations
 

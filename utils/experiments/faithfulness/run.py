@@ -18,8 +18,9 @@ randomisation check on 20 images) must fit 45 minutes on a 2-core CPU. At 224 px
 about twice that, so the bundled model is scored at 160 px (its training resolution in epochs
 13-14; 88.5% val accuracy there, 87.2% at 224 px) with 8 SmoothGrad samples, 8 Integrated-Gradients
 nodes, 6 deletion / insertion steps, 24 subsets for faithfulness correlation and 4 infidelity
-samples: about 45 s per batch of 10 on that machine (seconds per batch go to ``timing_rank<r>.csv``).
-ImageNet models are scored at 224 px; ``--size`` and the sample counts are options.
+samples (the measured time of a batch: ``benchmarks/README.md``, "What the studies cost"; a run's seconds
+per batch go to ``timing_rank<r>.csv``). ImageNet models are scored at 224 px; ``--size`` and the sample
+counts are options.
 """
 from __future__ import annotations
 
@@ -192,7 +193,7 @@ def prepare(settings: FaithfulnessSettings, data_root, out, device) -> _Faithful
     settings = validate(settings)
     data_root = Path(data_root).resolve()
     picks = evaluation_images(data_root, settings.images, settings.seed)
-    model = load_model(settings.model, device).to(memory_format=torch.channels_last)  # ~1.5x faster convs on CPU
+    model = load_model(settings.model, device).to(memory_format=torch.channels_last)  # faster convolutions on CPU
     check_input_size({settings.model: model}, settings.size, device)
     identity = run_identity(settings, data_root, picks, state_sha256(model))
     randomised = list(cascading_randomisation(model, settings.randomisation_stages, settings.seed))

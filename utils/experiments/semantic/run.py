@@ -166,7 +166,7 @@ def prepare(settings: SemanticSettings, data_root, out, device, pretrained: bool
     data_root = Path(data_root).resolve()
     count = max(settings.images, settings.smooth_images, settings.mosaics, 2)
     picks = sources.picks_for(settings.model, data_root, count, settings.seed)
-    # channels_last: about 1.5x faster convolutions on CPUs, the same scores up to float rounding
+    # channels_last: CPUs run convolutions faster in it (benchmarks/README.md); the same scores up to float rounding
     model = sources.study_model(settings.model, device, pretrained).to(memory_format=torch.channels_last)
     check_input_size({settings.model: model}, settings.size, device)
     names = available(model, settings.explainers)

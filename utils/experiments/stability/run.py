@@ -28,15 +28,14 @@ another seed (default ``data/checkpoints/seed1``; whatever epochs it has so far)
 :mod:`utils.figures.stability` draws them.
 
 Defaults and why (45-minute budget on the 2-core CPU): everything runs at 112px, the resolution of the first
-six training epochs, which the hypothesis is about; there the final model scores ~81% on val instead of 87%
-at 224px (measured on 300 val images: 81% at 112, 83% at 128, 88% at 160). Measured cost per image at
-112px, one thread, while a training run held the other core: a forward pass 14 ms, recording the gates 19 ms,
-a cross-gated pass 15 ms (at 128px 19/25/20 ms, at 160px 34/45/33 ms). The s x t matrices dominate: with S
-checkpoints, hard and soft, ``2 S^2`` cross-gated passes per image, so S = 9 checkpoints (0, 0.25, 0.5,
-0.75, 1, 2, 4, 8, 16: every quarter over the first epoch, then doubling) and 500 val images. The
-kernels take ``N + 2 M`` gate passes and ``2 N M units`` multiply-adds per checkpoint, so a 1,000-image
-train subset (100 per class) and three checkpoints (0, 1, 16). The whole default study takes about 30
-minutes (``timing_rank0.csv`` has seconds per piece).
+six training epochs, which the hypothesis is about, and the cheapest per pass; there the final model scores
+~81% on val instead of 87% at 224px (measured on 300 val images: 81% at 112, 83% at 128, 88% at 160). The
+s x t matrices dominate: with S checkpoints, hard and soft, ``2 S^2`` cross-gated passes per image, so S = 9
+checkpoints (0, 0.25, 0.5, 0.75, 1, 2, 4, 8, 16: every quarter over the first epoch, then doubling) and 500
+val images. The kernels take ``N + 2 M`` gate passes and ``2 N M units`` multiply-adds per checkpoint, so a
+1,000-image train subset (100 per class) and three checkpoints (0, 1, 16). The measured cost of a pass at
+each resolution and of the whole default study is in ``benchmarks/README.md`` ("What the studies cost");
+``timing_rank0.csv`` has a run's seconds per piece.
 """
 from __future__ import annotations
 
@@ -152,7 +151,7 @@ class _StabilityJob:
         key = (run, epoch)
         if key not in self.models:
             model = load_checkpoint((self.main if run == "main" else self.control)[epoch]).to(device)
-            self.models[key] = model.to(memory_format=torch.channels_last)  # ~1.5x faster convolutions on CPU
+            self.models[key] = model.to(memory_format=torch.channels_last)  # faster convolutions on CPU
         return self.models[key]
 
     def images(self, split: str, device) -> tuple[torch.Tensor, torch.Tensor]:

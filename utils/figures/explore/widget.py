@@ -312,6 +312,34 @@ def explore(model=None, images=None, device=None, background: bool | None = None
             Jupyter kernel when ``model`` is None, so that the thread uses models no other code holds).
 
     Returns:
-        The widget; its ``explorer`` attribute is the :class:`Explorer` behind it.
+        The widget (an ``ipywidgets.VBox``; the last line of a notebook cell displays it); its ``explorer``
+        attribute is the :class:`Explorer` behind it, whose controls (``image``, ``model``, ``target``,
+        ``temperature``, ``gate``, ``steps``) can be set from code and whose ``results`` and ``shown`` hold what
+        was computed and drawn.
+
+    Raises:
+        FileNotFoundError: ``model`` is None and the weights of :data:`~utils.models.zoo.OFFLINE_DEFAULT` are
+            missing from the checkout (then pass a model, e.g. ``load_model("bundled")``).
+        utils.models.integrity.WeightsFileError: ``model`` is None and those weights are damaged.
+        OSError: an image path in ``images`` cannot be read (the message names it).
+        AttributeError: ``model`` is a bare network without ``name`` and ``class_names`` (wrap it in a
+            :class:`~utils.models.zoo.Classifier`).
+
+        Errors while computing or loading a model chosen in the list do not raise: they show in the status line.
+
+    Example:
+        >>> from utils import explore, load_model, paper_batch
+        >>> images = paper_batch(size=64, classes=(0, 2))[0]  # two images, 64 px to keep it quick
+        >>> widget = explore(load_model("bundled", "cpu"), images, background=False)  # computes the first view
+        >>> explorer = widget.explorer
+        >>> sorted(explorer.results), explorer.steps.value
+        (['gradient', 'pullback'], 5)
+        >>> explorer.shown["pullback"]["field"].shape  # the pullback at the image, shaped like it
+        torch.Size([3, 64, 64])
+        >>> with explorer.hold():  # set several controls, then update once
+        ...     explorer.steps.value = 2
+        ...     explorer.temperature.value = 1.0
+        >>> len(explorer.shown["pullback"]["probabilities"])  # the target's probability at steps 0, 1, 2
+        3
     """
     return Explorer(model, images, device, background).widget
