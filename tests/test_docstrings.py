@@ -15,12 +15,6 @@ import pytest
 
 import utils
 
-# Documented on the lead's branch (the core refactor of issue 28); delete this set once it is merged.
-CORE_PENDING = {
-    "excitation_pullback", "pullback_ascent", "soft_backward", "vanilla_gradient", "make_settings", "Settings",
-    "soft_gate", "GATES", "softmax_pool2d", "SoftMaxPool2d", "SoftGateReLU", "UnsupportedNonlinearityError",
-    "ExcitationPullback",
-}
 # Public names that are not callable carry no docstring of their own: their module's docstring documents them.
 BY_MODULE = {"GATES": "utils.core.gates"}
 
@@ -57,12 +51,7 @@ def doctests(name: str) -> list[doctest.DocTest]:
     return [test for test in finder.find(target, name, globs={}) if test.examples]
 
 
-def cases():
-    xfail = pytest.mark.xfail(strict=False, reason="core docstrings: the lead's branch")
-    return [pytest.param(name, marks=xfail) if name in CORE_PENDING else name for name in sorted(utils.__all__)]
-
-
-@pytest.mark.parametrize("name", cases())
+@pytest.mark.parametrize("name", sorted(utils.__all__))
 def test_public_name_is_documented_and_its_examples_run(name, one_thread, monkeypatch):
     monkeypatch.setenv("PULLBACK_DOWNLOAD", "0")  # as under `make test`: the explorer probes no download
     target = documented(name)
@@ -73,7 +62,7 @@ def test_public_name_is_documented_and_its_examples_run(name, one_thread, monkey
         assert section(doc, "Args", "Attributes"), f"{name}: no Args or Attributes section"
     else:
         assert section(doc, "Args"), f"{name}: no Args section"
-        assert section(doc, "Returns"), f"{name}: no Returns section"
+        assert section(doc, "Returns", "Yields"), f"{name}: no Returns (or Yields, for a context manager) section"
     assert example_lines(doc), f"{name}: no Example section with a >>> line"
 
     tests = doctests(name)

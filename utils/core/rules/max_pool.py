@@ -55,7 +55,9 @@ def softmax_pool2d(x: torch.Tensor, kernel_size, stride=None, padding=0, dilatio
 class SoftMaxPool2d(torch.autograd.Function):
     """``F.max_pool2d`` whose backward is the softmax pool's gradient at temperature T: the paper's max-pool rule.
 
-    Args (of ``SoftMaxPool2d.apply``):
+    Call it as ``SoftMaxPool2d.apply(x, temperature, kernel_size, stride, padding, dilation, ceil_mode, detached)``.
+
+    Args:
         x: (N, C, H, W) or (C, H, W).
         temperature: T > 0.
         kernel_size, stride, padding, dilation, ceil_mode: as for ``F.max_pool2d`` (stride given).

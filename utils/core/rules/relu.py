@@ -26,7 +26,9 @@ class SoftGateReLU(torch.autograd.Function):
     ReLU then needs no copy of its pre-activation. Tiny gates are flushed to 0 where the device's policy says so
     (:mod:`utils.core.optimised.flush`).
 
-    Args (of ``SoftGateReLU.apply``):
+    Call it as ``SoftGateReLU.apply(z, temperature, gate, inplace)``.
+
+    Args:
         z: pre-activations, any shape.
         temperature: T > 0.
         gate: a gate on ``z / T`` (:data:`~utils.core.gates.GATES`).
