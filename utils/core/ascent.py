@@ -55,16 +55,8 @@ def pullback_ascent(model: nn.Module, x: torch.Tensor, target: Target, steps: in
         alpha: L2 norm of each raw step, in [-1, 1] pixel units (default 20).
         eps: radius of the L2 ball around ``x`` (default 100; ``inf``: no ball).
         method: ``"pullback"`` (excitation pullback) or ``"gradient"`` (vanilla gradient).
-        temperature: ReLU gate temperature T > 0 (default 0.3); T -> 0 recovers the vanilla gradient; None keeps
-            the hard gate.
-        gate: the ReLU gate on ``z / T``: ``"sigmoid"`` (default), ``"normal_cdf"``, ``"softsign"`` or a callable.
-        pool_temperature, pool, silu_temperature, ..., strict, rules: the other fields of
-            :class:`~utils.core.settings.Settings`, same names and defaults (``pool_temperature=None``: hard
-            max-pools; ``strict=False``: keep the exact backward of nonlinearities with no rule).
-        preset: ``"paper"`` (the defaults) or ``"semantic"`` (:mod:`utils.core.presets`); keywords given beside it
-            with a value other than their default override it.
-        settings: a ready :class:`~utils.core.settings.Settings` instead of the keywords (all of them ignored
-            for ``"gradient"``).
+        temperature, gate, pool_temperature, ..., preset, settings: the excitation pullback's settings, as for
+            :func:`~utils.core.pullback.excitation_pullback` (ignored for ``"gradient"``).
         return_trajectory: return every iterate, ``(steps + 1, N, C, H, W)`` with index 0 the input
             and index k the image after k steps, instead of only the last one.
         progress: show a tqdm bar over steps.

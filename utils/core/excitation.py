@@ -247,15 +247,8 @@ def soft_backward(model: nn.Module, temperature: float | None = 0.3, gate: str |
     Args:
         model: any ``nn.Module`` (left in its train/eval mode; use eval for pullbacks); a ``torch.compile``d module
             runs its original module eagerly inside the block.
-        temperature: ReLU gate temperature T > 0 (default 0.3); T -> 0 recovers the vanilla gradient; None keeps
-            the hard gate.
-        gate: the ReLU gate on ``z / T``: ``"sigmoid"`` (default), ``"normal_cdf"``, ``"softsign"`` or a callable.
-        pool_temperature, pool, silu_temperature, ..., strict, rules: the other fields of
-            :class:`~utils.core.settings.Settings`, same names and defaults (``pool_temperature=None``: hard
-            max-pools; ``strict=False``: keep the exact backward of nonlinearities with no rule).
-        preset: ``"paper"`` (the defaults) or ``"semantic"`` (:mod:`utils.core.presets`); keywords given beside it
-            with a value other than their default override it.
-        settings: a ready :class:`~utils.core.settings.Settings` instead of the keywords.
+        temperature, gate, pool_temperature, ..., preset, settings: the excitation pullback's settings, as for
+            :func:`~utils.core.pullback.excitation_pullback` (the fields of :class:`~utils.core.settings.Settings`).
 
     Yields:
         The same ``model`` object.

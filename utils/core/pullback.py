@@ -21,7 +21,10 @@ from .settings import FollowsReLU, Settings, resolve_settings
 from .surrogates import inputs_only
 
 Target = int | Sequence[int] | torch.Tensor
-_TRAIN_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+_TRAIN_DEPENDENT = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LazyBatchNorm1d,
+                    nn.LazyBatchNorm2d, nn.LazyBatchNorm3d, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+                    nn.AlphaDropout, nn.FeatureAlphaDropout)
+"""Layers whose output depends on train mode (public classes; their private bases would name them all)."""
 
 
 def check_inputs(x: torch.Tensor) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import Callable, ContextManager
 
 import torch
-from torch.utils._pytree import tree_leaves
 
 from . import torch_private as private
 
@@ -75,7 +74,7 @@ def inspect_graph(outputs, since: int | None, make_mode: MakeMode) -> list[str]:
     node_type, checkpoint_type = private.python_function_node_type(), private.checkpoint_function_type()
     if node_type is None:
         return []
-    stack = [t.grad_fn for t in tree_leaves(outputs) if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+    stack = [t.grad_fn for t in private.tree_leaves(outputs) if isinstance(t, torch.Tensor) and t.grad_fn is not None]
     seen, custom = set(), set()
     while stack:
         node = stack.pop()

@@ -61,6 +61,7 @@ _NAMES = {
     "dynamo_disable": "torch._dynamo:disable",
     "TorchDispatchMode": "torch.utils._python_dispatch:TorchDispatchMode",
     "batch_norm_no_training": "torch:ops.aten._native_batch_norm_legit_no_training",
+    "tree_leaves": "torch.utils._pytree:tree_leaves",
 }
 _found = {key: _find(path) for key, path in _NAMES.items()}
 MISSING = sorted(_NAMES[key].replace(":", ".") for key, value in _found.items() if value is None)
@@ -164,6 +165,19 @@ def batch_norm_no_training(c, weight, bias, running_mean, running_var, eps: floa
         return op(c, weight, bias, running_mean, running_var, 0.0, eps)[0]
     with torch.no_grad():
         return F.batch_norm(c, running_mean, running_var, weight, bias, False, 0.0, eps)
+
+
+def tree_leaves(tree) -> list:
+    """The leaves of nested tuples, lists and dicts (torch's pytree, which also knows torch's own containers; a
+    plain walk of the built-in containers without it)."""
+    found = _found["tree_leaves"]
+    if found is not None:
+        return found(tree)
+    if isinstance(tree, (tuple, list)):
+        return [leaf for item in tree for leaf in tree_leaves(item)]
+    if isinstance(tree, dict):
+        return [leaf for item in tree.values() for leaf in tree_leaves(item)]
+    return [tree]
 
 
 def pair(value) -> tuple:
