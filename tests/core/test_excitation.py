@@ -506,3 +506,22 @@ def test_soft_maxpool_backward_is_the_same_gathered_by_slices_or_by_unfold(kerne
         for flush in (True, False):
             unfold = softmax_pool2d_backward(x, hard, upstream, args, t, detached=detached, flush=flush)
             torch.testing.assert_close(unfold, slices, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "vgg11_bn", "densenet121"])
+def test_flushing_and_the_pool_backward_change_no_pullback_on_paper_architectures(paper_architectures, name):
+    """The optimisations behind the rules (utils/core/optimised/) against the plain rules on whole networks:
+    subnormal flushing off, and the max-pool backward gathered by slices in small chunks (CPU policy) or by one
+    unfold (GPU policy), all give the same pullback."""
+    from utils.core.policy import Policy, use_policy
+
+    model = paper_architectures[name]
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    target = torch.tensor([2, 9])
+    plain = Policy("plain", flush_subnormals=False, pool_gather="unfold", pool_chunk_bytes=2 ** 40)
+    with use_policy(plain):
+        expected = excitation_pullback(model, x, target)
+    scale = expected.abs().max().item()
+    for policy in ("cpu", "cuda", Policy("small chunks", True, "slices", pool_chunk_bytes=4096)):
+        with use_policy(policy):
+            torch.testing.assert_close(excitation_pullback(model, x, target), expected, rtol=1e-4, atol=1e-6 * scale)
