@@ -34,12 +34,14 @@ def ascent_step(x: torch.Tensor, direction: torch.Tensor, alpha: float) -> torch
 
 
 def pullback_ascent(model: nn.Module, x: torch.Tensor, target: Target, steps: int = 5, alpha: float = 20.0,
-                    eps: float = 100.0, method: str = "pullback", temperature: float | None = 0.3, gate: str | Gate = "sigmoid", *,
-                    pool_temperature: FollowsReLU = "relu", pool: str = "soft", silu_temperature: float | None = 1.6,
-                    gelu_temperature: float | None = 1.0, attention_temperature: float | None = 1.5,
-                    hardswish_temperature: float | None = 1.0, leaky_relu_temperature: FollowsReLU = "relu",
-                    hardtanh_temperature: FollowsReLU = "relu", layer_norm: str | None = "held", strict: bool = True,
-                    rules: Mapping[str, Rule] | None = None, preset: str | None = None, settings: Settings | None = None,
+                    eps: float = 100.0, method: str = "pullback",
+                    temperature: float | None = 0.3,
+                    gate: str | Gate = "sigmoid", *, pool_temperature: FollowsReLU = "relu", pool: str = "soft",
+                    silu_temperature: float | None = 1.6, gelu_temperature: float | None = 1.0,
+                    attention_temperature: float | None = 1.5, hardswish_temperature: float | None = 1.0,
+                    leaky_relu_temperature: FollowsReLU = "relu", hardtanh_temperature: FollowsReLU = "relu",
+                    layer_norm: str | None = "held", strict: bool = True, rules: Mapping[str, Rule] | None = None,
+                    preset: str | None = None, settings: Settings | None = None,
                     return_trajectory: bool = False, progress: bool = False,
                     initial_direction: torch.Tensor | None = None) -> torch.Tensor:
     """Follow the excitation pullback (or vanilla gradient) of logit ``target`` by projected L2 ascent.
@@ -94,9 +96,10 @@ def pullback_ascent(model: nn.Module, x: torch.Tensor, target: Target, steps: in
                          f"got alpha={alpha!r}, eps={eps!r}")
     chosen = resolve_settings(
         settings, preset, temperature=temperature, gate=gate, pool_temperature=pool_temperature, pool=pool,
-        silu_temperature=silu_temperature, gelu_temperature=gelu_temperature, attention_temperature=attention_temperature,
-        hardswish_temperature=hardswish_temperature, leaky_relu_temperature=leaky_relu_temperature,
-        hardtanh_temperature=hardtanh_temperature, layer_norm=layer_norm, strict=strict, rules=rules or {})  # checked once
+        silu_temperature=silu_temperature, gelu_temperature=gelu_temperature,
+        attention_temperature=attention_temperature, hardswish_temperature=hardswish_temperature,
+        leaky_relu_temperature=leaky_relu_temperature, hardtanh_temperature=hardtanh_temperature,
+        layer_norm=layer_norm, strict=strict, rules=rules or {})  # checked once
 
     def direction(image):
         if method == "gradient":

@@ -231,12 +231,14 @@ def _check_model(model: nn.Module, settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def soft_backward(model: nn.Module, temperature: float | None = 0.3, gate: str | Gate = "sigmoid", *,
-                  pool_temperature: FollowsReLU = "relu", pool: str = "soft", silu_temperature: float | None = 1.6,
-                  gelu_temperature: float | None = 1.0, attention_temperature: float | None = 1.5,
-                  hardswish_temperature: float | None = 1.0, leaky_relu_temperature: FollowsReLU = "relu",
-                  hardtanh_temperature: FollowsReLU = "relu", layer_norm: str | None = "held", strict: bool = True,
-                  rules: Mapping[str, Rule] | None = None, preset: str | None = None, settings: Settings | None = None):
+def soft_backward(model: nn.Module,
+                  temperature: float | None = 0.3,
+                  gate: str | Gate = "sigmoid", *, pool_temperature: FollowsReLU = "relu", pool: str = "soft",
+                  silu_temperature: float | None = 1.6, gelu_temperature: float | None = 1.0,
+                  attention_temperature: float | None = 1.5, hardswish_temperature: float | None = 1.0,
+                  leaky_relu_temperature: FollowsReLU = "relu", hardtanh_temperature: FollowsReLU = "relu",
+                  layer_norm: str | None = "held", strict: bool = True, rules: Mapping[str, Rule] | None = None,
+                  preset: str | None = None, settings: Settings | None = None):
     """Within this block, ``model``'s backward pass is the excitation pullback; its forward is unchanged.
 
     Every call of a nonlinearity with a rule (:mod:`utils.core.rules`) in ``model.forward`` -- modules, reused
@@ -283,9 +285,10 @@ def soft_backward(model: nn.Module, temperature: float | None = 0.3, gate: str |
     """
     chosen = resolve_settings(
         settings, preset, temperature=temperature, gate=gate, pool_temperature=pool_temperature, pool=pool,
-        silu_temperature=silu_temperature, gelu_temperature=gelu_temperature, attention_temperature=attention_temperature,
-        hardswish_temperature=hardswish_temperature, leaky_relu_temperature=leaky_relu_temperature,
-        hardtanh_temperature=hardtanh_temperature, layer_norm=layer_norm, strict=strict, rules=rules or {})
+        silu_temperature=silu_temperature, gelu_temperature=gelu_temperature,
+        attention_temperature=attention_temperature, hardswish_temperature=hardswish_temperature,
+        leaky_relu_temperature=leaky_relu_temperature, hardtanh_temperature=hardtanh_temperature,
+        layer_norm=layer_norm, strict=strict, rules=rules or {})
     with block(model, chosen):
         yield model
 

@@ -148,12 +148,14 @@ def vanilla_gradient(model: nn.Module, x: torch.Tensor, target: Target) -> torch
     return input_gradient(model, x, target)
 
 
-def excitation_pullback(model: nn.Module, x: torch.Tensor, target: Target, temperature: float | None = 0.3, gate: str | Gate = "sigmoid", *,
-                        pool_temperature: FollowsReLU = "relu", pool: str = "soft", silu_temperature: float | None = 1.6,
-                        gelu_temperature: float | None = 1.0, attention_temperature: float | None = 1.5,
-                        hardswish_temperature: float | None = 1.0, leaky_relu_temperature: FollowsReLU = "relu",
-                        hardtanh_temperature: FollowsReLU = "relu", layer_norm: str | None = "held", strict: bool = True,
-                        rules: Mapping[str, Rule] | None = None, preset: str | None = None, settings: Settings | None = None) -> torch.Tensor:
+def excitation_pullback(model: nn.Module, x: torch.Tensor, target: Target,
+                        temperature: float | None = 0.3,
+                        gate: str | Gate = "sigmoid", *, pool_temperature: FollowsReLU = "relu", pool: str = "soft",
+                        silu_temperature: float | None = 1.6, gelu_temperature: float | None = 1.0,
+                        attention_temperature: float | None = 1.5, hardswish_temperature: float | None = 1.0,
+                        leaky_relu_temperature: FollowsReLU = "relu", hardtanh_temperature: FollowsReLU = "relu",
+                        layer_norm: str | None = "held", strict: bool = True, rules: Mapping[str, Rule] | None = None,
+                        preset: str | None = None, settings: Settings | None = None) -> torch.Tensor:
     """The excitation pullback of logit ``target``: its gradient with soft ReLU gates (and soft max-pools).
 
     Same forward as ``model(x)``; in the backward pass each ReLU passes ``gate(z / temperature)`` of its
@@ -201,7 +203,8 @@ def excitation_pullback(model: nn.Module, x: torch.Tensor, target: Target, tempe
     """
     chosen = resolve_settings(
         settings, preset, temperature=temperature, gate=gate, pool_temperature=pool_temperature, pool=pool,
-        silu_temperature=silu_temperature, gelu_temperature=gelu_temperature, attention_temperature=attention_temperature,
-        hardswish_temperature=hardswish_temperature, leaky_relu_temperature=leaky_relu_temperature,
-        hardtanh_temperature=hardtanh_temperature, layer_norm=layer_norm, strict=strict, rules=rules or {})
+        silu_temperature=silu_temperature, gelu_temperature=gelu_temperature,
+        attention_temperature=attention_temperature, hardswish_temperature=hardswish_temperature,
+        leaky_relu_temperature=leaky_relu_temperature, hardtanh_temperature=hardtanh_temperature,
+        layer_norm=layer_norm, strict=strict, rules=rules or {})
     return input_gradient(model, x, target, block(model, chosen, submodules=False))  # it calls only the model
