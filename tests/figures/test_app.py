@@ -271,6 +271,7 @@ def the_page_shows_pullback_and_gradient(page, url: str, requests: list, tmp_pat
     for method in METHODS:
         for column in ("field", "perturbation", "perturbed"):
             img = page.locator(f"img[data-panel={method}_{column}]")
+            img.first.wait_for()  # (drawn before the status line, which may render first)
             assert img.count() == 1 and len(img.get_attribute("alt")) > 20
     assert page.locator("[title='channel sum of the field']").count() == 2
     assert page.locator("img[alt^='the probability of']").count() == 1

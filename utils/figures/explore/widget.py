@@ -87,6 +87,7 @@ class Explorer(Drawing):
             self.images, self.source = as_image_dict(images), "the images given"
         self.cache: OrderedDict = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._draw_lock = threading.Lock()  # widget state is changed by one thread at a time
         self._pool = None
         self._replicas: dict = {}
         self.results: dict = {}
@@ -249,7 +250,8 @@ class Explorer(Drawing):
 
     def _method_update(self, s: dict, method: str, generation: int) -> Exploration:
         result = self._path(s, method, generation)
-        self._draw_method(method, result, s["steps"], generation)
+        with self._draw_lock:
+            self._draw_method(method, result, s["steps"], generation)
         return result
 
     def _model_for(self, name: str, method: str):
@@ -273,13 +275,15 @@ class Explorer(Drawing):
 
         def on_step(k):
             self.updates.check(generation)
-            self._passes[method] = k + 1
-            self.progress.value = sum(self._passes.values())
-            self.status.value = "computing: " + ", ".join(
-                f"{m} pass {n} of {s['steps'] + 1}" for m, n in self._passes.items() if n)
+            with self._draw_lock:
+                self._passes[method] = k + 1
+                self.progress.value = sum(self._passes.values())
+                self.status.value = "computing: " + ", ".join(
+                    f"{m} pass {n} of {s['steps'] + 1}" for m, n in self._passes.items() if n)
 
         def on_partial(partial):  # show the path so far while the rest computes
-            self._draw_method(method, partial, partial.steps, generation)
+            with self._draw_lock:
+                self._draw_method(method, partial, partial.steps, generation)
 
         result = explore_path(self._model_for(s["model"], method), self.images[s["image"]], s["target"], method,
                               s["steps"], s["temperature"], s["gate"], start=cached, on_step=on_step,
