@@ -301,6 +301,21 @@ def test_scores_do_not_depend_on_the_other_explainers(net, name):
     torch.testing.assert_close(alone["gradient"], both["gradient"], rtol=0, atol=0)
 
 
+def test_forward_chunks_default_to_the_cpu_batch_and_do_not_change_scores(net):
+    images, targets = batch(n=3)
+    a = {"gradient": gradient(net, images, targets)}
+    sizes = []
+    hook = net.register_forward_hook(lambda module, inputs, output: sizes.append(len(inputs[0])))
+    try:
+        chunked = faithfulness_estimate(net, images, targets, a, features_in_step=64)
+        along = sizes[1:]  # after the unperturbed pass: 3 images x 48 steps in chunks of CPU_BATCH
+        whole = faithfulness_estimate(net, images, targets, a, features_in_step=64, batch_size=1000)
+    finally:
+        hook.remove()
+    assert common.CPU_BATCH == 16 and along == [16] * 9
+    torch.testing.assert_close(chunked["gradient"], whole["gradient"], rtol=0, atol=1e-6)
+
+
 def test_registry_directions_are_quantus_ones():
     classes = {"Infidelity": quantus.Infidelity, "Faith.Corr": quantus.FaithfulnessCorrelation,
                "Faith.Est": quantus.FaithfulnessEstimate, "Mono.Corr": quantus.MonotonicityCorrelation,

@@ -106,6 +106,7 @@ def test_online_command_at_two_images_with_random_weights(model, tmp_path, rando
     page = semantic_page(tmp_path / "out")
     assert f"## {model}" in page and "SoftPullback − Gradient" in page
     assert f"The paper's `{model}`" in page  # the authors' numbers for the same model beside ours
+    assert "leaves out Infidelity, Faith.Est, Mono.Corr, Max.Sens (`--metrics`)" in page
     # a stopped run: its finished parts are merged by --collect, which says how far it got
     (out / "parts" / "focus_0000.csv").unlink()
     semantic.main(["--collect", "--out", str(out)])

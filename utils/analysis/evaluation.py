@@ -78,7 +78,9 @@ def evaluate_explainers(model: nn.Module, images: torch.Tensor, targets, explain
     Each explainer explains every image once; each metric then scores every explainer's attributions (Max.Sens
     and Rand.Logit call the explainers again). Work that does not depend on the attribution is shared among the
     explainers, and each metric draws from a generator of its own, so choosing fewer metrics or explainers
-    changes no other score.
+    changes no other score. On a CPU most of the time is the metrics' forward passes (Monotonicity Correlation
+    alone: 480 an image and explainer at 224 px); a convolutional model in channels_last
+    (``model.to(memory_format=torch.channels_last)``, as the study runs it) takes them about 1.4 times faster.
 
     Args:
         model: classifier on images in [-1, 1], (N, 3, H, W) -> logits (N, classes), in eval mode.

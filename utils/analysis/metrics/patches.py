@@ -47,7 +47,7 @@ def _accumulator(device: torch.device) -> torch.dtype:
 
 def infidelity(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                attributions: Mapping[str, torch.Tensor], *, generator: torch.Generator, samples: int = 5,
-               patch_sizes: Sequence[int] = (112, 56), batch_size: int = 64, low: float = -1.0,
+               patch_sizes: Sequence[int] = (112, 56), batch_size: int | None = None, low: float = -1.0,
                high: float = 1.0) -> dict[str, torch.Tensor]:
     """Infidelity with optimal scaling (Yeh et al., 2019, Def. 2.1 and Sec. 3; the paper's
     ``InfidelityOptimalScaling`` on Quantus 0.6's ``Infidelity``; lower is better).
@@ -107,7 +107,7 @@ def infidelity(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
 
 def faithfulness_correlation(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                              attributions: Mapping[str, torch.Tensor], *, patch: int = 56, baseline: float = 0.0,
-                             batch_size: int = 64) -> dict[str, torch.Tensor]:
+                             batch_size: int | None = None) -> dict[str, torch.Tensor]:
     """Faithfulness Correlation over grid cells (Bhatt et al., 2020, Eq. 3; the paper's
     ``FaithfulnessCorrelationPatches`` on Quantus 0.6's ``FaithfulnessCorrelation``; higher is better).
 
