@@ -236,8 +236,8 @@ Verdicts: for each pullback row against the row it softens and each metric, the 
 (from its published means) "holds" when the 95% bootstrap CI of our paired per-image difference excludes zero on
 the paper's side, is "**reversed**" when it excludes zero on the other side, is "unresolved" otherwise, and is
 not judged ("too few images") below the pairs `utils.experiments.semantic.report.MIN_PAIRS` asks for. Pairs the
-paper does not publish get "better" / "worse" / "unresolved" for the pullback row. Each pullback row and its
-original draw the same noise."""
+paper does not publish, or publishes with equal means, get "better" / "worse" / "unresolved" for the pullback
+row. Each pullback row and its original draw the same noise."""
 
 
 def semantic_page(results_dir=RESULTS / "semantic") -> str:

@@ -138,14 +138,15 @@ def verdict(model: str, scores: list[dict], a: str, b: str, metric: str) -> dict
     """The paper's claim that ``a`` beats (or trails) ``b`` on ``metric``, checked on our paired scores: "holds"
     when the 95% CI of the paired difference excludes 0 on the paper's side, "reversed" when it excludes 0 on
     the other, "unresolved" when it contains 0, "too few images" under :data:`MIN_PAIRS` pairs (a bootstrap
-    interval means little there); where the paper has no number, "better" / "worse" / "unresolved" for ``a``.
+    interval means little there); where the paper has no number for one of them, or the same mean for both,
+    "better" / "worse" / "unresolved" for ``a``.
     With the difference, CI and number of images; None where we have fewer than 2 pairs."""
     diff = paired(scores, a, b, metric)
     if diff is None:
         return None
     mean, low, high, n = diff
     ours = direction(metric, low) if direction(metric, low) == direction(metric, high) else 0
-    claim = published_direction(model, a, b, metric)
+    claim = published_direction(model, a, b, metric) or None  # equal published means claim no ordering
     if n < MIN_PAIRS:
         outcome = "too few images"
     elif claim is None:
