@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 from ..paths import RESULTS, shown
-from .alignment import headline, load_results as load_alignment, paired_with_control, verdicts
+from .alignment import headline, load_results as load_alignment, paired_with_control
 from .alignment.decide import choose_default, model_effects
 from .alignment.report import curve_sentences, curve_table
 from .alignment.tables import (AUTHORS_FOCUS, AUTHORS_FOCUS_LABEL, AUTHORS_FOCUS_SOURCE, architecture_tables,
@@ -249,12 +249,10 @@ def semantic_page(results_dir=RESULTS / "semantic") -> str:
         parts.append("No run has been merged or collected yet.")
     for name, run in results.items():
         cfg, scores, progress = run["config"], run["scores"], run["progress"]
-        n = semantic_tables.counts(scores)
         paper = COUNTERPART.get(cfg["model"])
         parts += [f"## {name}",
-                  f"Model `{cfg['model']}` at {cfg['size']} px, seed {cfg['seed']}: {n['single']} of {cfg['images']} "
-                  f"images scored for the single-pass rows, {n['smooth']} of {cfg['smooth_images']} for the smoothing "
-                  f"and fusion rows, {n['focus']} of {cfg['mosaics']} mosaics for Focus"
+                  f"Model `{cfg['model']}` at {cfg['size']} px, seed {cfg['seed']}: "
+                  + semantic_tables.scored(scores, cfg)
                   + ("" if progress["complete"] else f" (the run has not finished: {progress['parts_done']} of "
                      f"{progress['parts']} parts, collected with `--collect`)") + "."
                   + _left_out(cfg.get("metrics", REFERENCE_METRICS))]

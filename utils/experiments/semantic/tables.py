@@ -31,6 +31,16 @@ def counts(scores: list[dict]) -> dict[str, int]:
     return {kind: len({r["item"] for r in scores if r["kind"] == kind}) for kind in ("single", "smooth", "focus")}
 
 
+def scored(scores: list[dict], config: dict) -> str:
+    """How many of the images (mosaics) a run's ``config`` asked for are scored, per part kind; kinds it asked
+    none of are left out ("17 of 200 images for the single-pass rows, 17 of 200 mosaics for Focus")."""
+    n = counts(scores)
+    kinds = (("single", "images", "images for the single-pass rows"),
+             ("smooth", "smooth_images", "images for the smoothing and fusion rows"),
+             ("focus", "mosaics", "mosaics for Focus"))
+    return ", ".join(f"{n[kind]} of {config[key]} {what}" for kind, key, what in kinds if config[key])
+
+
 def score_table(scores: list[dict]) -> str:
     """The paper-shaped table: mean ± std over images per explainer and metric, pullback rows in bold, the
     number of images per cell where the column's counts differ."""
