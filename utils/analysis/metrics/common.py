@@ -50,19 +50,19 @@ def uniform(generator: torch.Generator, shape: tuple[int, ...], low: float, high
     return (low + (high - low) * draws).to(like.device, non_blocking=True)
 
 
-CPU_BATCH = 16
-"""Perturbed inputs per forward pass on a CPU: a 224 px ResNet50 runs about a fifth slower per image at 64 than
-at 4-16 there (its activations leave the cache; ``benchmarks/README.md``). Other devices take 64."""
+CPU_BATCH, DEVICE_BATCH = 16, 64
+"""Perturbed inputs per forward pass by default, on a CPU and on other devices: on a CPU a 224 px ResNet50 runs
+about a fifth slower per image at 64 than at 4-16 (its activations leave the cache; ``benchmarks/README.md``)."""
 
 
 def target_scores(model: nn.Module, count: int, build: Builder, batch_size: int | None, device: torch.device,
                   softmax: bool = False) -> torch.Tensor:
     """The target's logit (or softmax probability) for ``count`` inputs made chunk by chunk: ``build(index)``
     turns a 1-D tensor of input numbers (on ``device``) into (inputs (k, C, H, W), targets (k,)). At most
-    ``batch_size`` inputs exist at once (None: :data:`CPU_BATCH` on a CPU, 64 elsewhere); returns (count,) on
-    ``device``, without a host sync."""
+    ``batch_size`` inputs exist at once (None: :data:`CPU_BATCH` on a CPU, ``DEVICE_BATCH`` elsewhere); returns
+    (count,) on ``device``, without a host sync."""
     if batch_size is None:
-        batch_size = CPU_BATCH if torch.device(device).type == "cpu" else 64
+        batch_size = CPU_BATCH if torch.device(device).type == "cpu" else DEVICE_BATCH
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     scores = []

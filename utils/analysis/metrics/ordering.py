@@ -74,7 +74,8 @@ def faithfulness_estimate(model: nn.Module, images: torch.Tensor, targets: torch
 def monotonicity_correlation(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                              attributions: Mapping[str, torch.Tensor], *, generator: torch.Generator,
                              samples: int = 10, features_in_step: int = 3136, eps: float = 1e-12,
-                             batch_size: int | None = None, low: float = -1.0, high: float = 1.0) -> dict[str, torch.Tensor]:
+                             batch_size: int | None = None, low: float = -1.0,
+                             high: float = 1.0) -> dict[str, torch.Tensor]:
     """Monotonicity Correlation (Nguyen and Martínez, 2020; Quantus 0.6's ``MonotonicityCorrelation``; higher is
     better).
 
@@ -87,8 +88,8 @@ def monotonicity_correlation(model: nn.Module, images: torch.Tensor, targets: to
 
     The uniform values are drawn once (in Quantus' order: step, sample, image) and serve every name, so a
     name's score does not depend on which others are scored with it. ``samples`` forward passes per step, per
-    name (480 at 224 px with the defaults), through the model ``batch_size`` at a time (default: 16 on a CPU, 64
-    elsewhere).
+    name (480 at 224 px with the defaults), through the model ``batch_size`` at a time (default:
+    ``common.CPU_BATCH`` on a CPU, ``common.DEVICE_BATCH`` elsewhere).
 
     Args:
         images: (N, C, H, W) in [-1, 1]; targets: (N,); attributions: name -> (N, C, H, W).

@@ -119,19 +119,24 @@ def direction(metric: str, difference: float) -> int:
     return (1 if difference < 0 else -1) if metric in LOWER_IS_BETTER else (1 if difference > 0 else -1)
 
 
-def published_direction(model: str, a: str, b: str, metric: str) -> int | None:
-    """Which of ``a``, ``b`` the paper's numbers favour on ``metric`` (+1: a) for the paper's counterpart of
-    ``model`` (ResNet50's for a model with none), or None where the paper has no number for one of them."""
+def published_difference(model: str, a: str, b: str, metric: str) -> float | None:
+    """The paper's mean of ``a`` minus its mean of ``b`` on ``metric`` for the paper's counterpart of ``model``
+    (ResNet50's for a model with none), or None where the paper has no number for one of them."""
     paper = reference.COUNTERPART.get(model) or "resnet50"
     if metric == FOCUS_METRIC:
         table = reference.FOCUS.get(paper, reference.FOCUS["resnet50"])
-        if a not in table or b not in table:
-            return None
-        return direction(metric, table[a][0] - table[b][0])
+        return table[a][0] - table[b][0] if a in table and b in table else None
     table = reference.TABLE[paper]
-    if a not in table or b not in table:
+    return table[a][metric][0] - table[b][metric][0] if a in table and b in table else None
+
+
+def published_direction(model: str, a: str, b: str, metric: str) -> int | None:
+    """Which of ``a``, ``b`` the paper's numbers favour on ``metric`` (+1: a, -1: b), or None where they claim no
+    ordering: the paper has no number for one of them, or the same mean for both."""
+    difference = published_difference(model, a, b, metric)
+    if difference is None:
         return None
-    return direction(metric, table[a][metric][0] - table[b][metric][0])
+    return direction(metric, difference) or None
 
 
 def verdict(model: str, scores: list[dict], a: str, b: str, metric: str) -> dict | None:
@@ -146,7 +151,7 @@ def verdict(model: str, scores: list[dict], a: str, b: str, metric: str) -> dict
         return None
     mean, low, high, n = diff
     ours = direction(metric, low) if direction(metric, low) == direction(metric, high) else 0
-    claim = published_direction(model, a, b, metric) or None  # equal published means claim no ordering
+    claim = published_direction(model, a, b, metric)
     if n < MIN_PAIRS:
         outcome = "too few images"
     elif claim is None:

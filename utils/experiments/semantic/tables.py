@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 
 from . import reference
-from .report import FOCUS_METRIC, LOWER_IS_BETTER, METRICS, PAIRS, summary, verdicts
+from .report import FOCUS_METRIC, LOWER_IS_BETTER, METRICS, PAIRS, published_difference, summary, verdicts
 
 ROWS = ("SoftPullback", "PullbackAscent", "SmoothPullback", "FusionPullback", "Gradient", "GradientAscent",
         "SmoothGrad", "FusionGrad", "GradientShap", "IntegratedGradients", "DeepLift", "GuidedGradCam",
@@ -39,6 +39,12 @@ def scored(scores: list[dict], config: dict) -> str:
              ("smooth", "smooth_images", "images for the smoothing and fusion rows"),
              ("focus", "mosaics", "mosaics for Focus"))
     return ", ".join(f"{n[kind]} of {config[key]} {what}" for kind, key, what in kinds if config[key])
+
+
+def left_out(config: dict) -> str:
+    """A sentence naming the paper's metrics a run's ``config`` leaves out (``--metrics``); empty if none."""
+    missing = [m for m in reference.METRICS if m not in config.get("metrics", reference.METRICS)]
+    return f"This run leaves out {', '.join(missing)} (`--metrics`)." if missing else ""
 
 
 def score_table(scores: list[dict]) -> str:
@@ -77,19 +83,11 @@ def paired_table(model: str, scores: list[dict]) -> str:
     paper = reference.COUNTERPART.get(model) or "resnet50"
     rows = []
     for v in verdicts(model, scores):
-        published = _published_difference(paper, v["a"], v["b"], v["metric"])
+        published = published_difference(model, v["a"], v["b"], v["metric"])
         rows.append([f"{v['a']} − {v['b']}", _title(v["metric"]),
                      f"{_number(v['mean'])} [{_number(v['low'])}, {_number(v['high'])}] ({v['n']})",
                      "–" if published is None else _number(published), OUTCOME[v["outcome"]]])
     return _table(["pair", "metric", "ours: mean difference [95% CI] (n)", f"paper ({paper})", "verdict"], rows)
-
-
-def _published_difference(paper: str, a: str, b: str, metric: str) -> float | None:
-    if metric == FOCUS_METRIC:
-        table = reference.FOCUS.get(paper, reference.FOCUS["resnet50"])
-        return table[a][0] - table[b][0] if a in table and b in table else None
-    table = reference.TABLE[paper]
-    return table[a][metric][0] - table[b][metric][0] if a in table and b in table else None
 
 
 def verdict_lines(model: str, scores: list[dict]) -> list[str]:
